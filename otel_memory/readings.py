@@ -1,0 +1,130 @@
+"""Memory readings: psutil turned into one frozen :class:`MemoryReading`.
+
+This is the only module that asks the operating system about memory; tasks, the daily log and
+the gauges all read through a :class:`ReadingSource`, which tests replace::
+
+    from otel_memory.readings import PsutilReadingSource
+
+    reading = PsutilReadingSource().read()
+    print(reading.rss_mb, reading.free_ratio)
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import psutil
+
+MB = 1024 * 1024
+"""One megabyte as the daily log counts it: 1,048,576 bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryReading:
+    """One look at process and system memory.
+
+    Args:
+        timestamp: seconds since the epoch when the reading was taken.
+        rss: process resident set size, bytes.
+        vms: process virtual memory size, bytes.
+        system_available: memory the system can give without swapping, bytes.
+        system_total: total physical memory, bytes.
+        rss_high_water: the process's lifetime peak RSS in bytes, where the OS reports it.
+    """
+
+    timestamp: float
+    rss: int
+    vms: int
+    system_available: int
+    system_total: int
+    rss_high_water: int | None = None
+
+    @property
+    def free_ratio(self) -> float:
+        """System available / total, 0..1."""
+        return self.system_available / self.system_total if self.system_total else 0.0
+
+    @property
+    def rss_mb(self) -> float:
+        """RSS in MB (1 MB = 1,048,576 bytes)."""
+        return self.rss / MB
+
+
+class ReadingSource(Protocol):
+    """Anything that can produce a :class:`MemoryReading`."""
+
+    def read(self) -> MemoryReading:
+        """Take one reading; may raise ``psutil.Error`` or ``OSError``."""
+        ...
+
+    def read_rss(self) -> int:
+        """Only the RSS, as cheaply as the platform allows (the peak sampler's hot path)."""
+        ...
+
+
+def _max_rss_bytes() -> int | None:
+    """The process's lifetime peak RSS from ``getrusage``, in bytes, or None where unknown."""
+    try:
+        import resource
+    except ImportError:  # Windows has no resource module
+        return None
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return int(max_rss) if sys.platform == "darwin" else int(max_rss) * 1024
+
+
+class PsutilReadingSource:
+    """Reads this process (or ``pid``) and the system through psutil."""
+
+    def __init__(self, pid: int | None = None, clock: Callable[[], float] = time.time) -> None:
+        self._process = psutil.Process(pid)
+        self._own_process = pid is None
+        self._clock = clock
+        self._lock = threading.Lock()  # psutil.Process caches are not thread-safe
+
+    def read(self) -> MemoryReading:
+        """Take one reading of process and system memory."""
+        with self._lock:
+            info = self._process.memory_info()
+        system = psutil.virtual_memory()
+        return MemoryReading(
+            timestamp=self._clock(),
+            rss=int(info.rss),
+            vms=int(info.vms),
+            system_available=int(system.available),
+            system_total=int(system.total),
+            rss_high_water=_max_rss_bytes() if self._own_process else None,
+        )
+
+    def read_rss(self) -> int:
+        """Only the process RSS."""
+        with self._lock:
+            return int(self._process.memory_info().rss)
+
+
+_default_source: ReadingSource | None = None
+_default_lock = threading.Lock()
+
+
+def get_reading_source() -> ReadingSource:
+    """The process-wide reading source (psutil unless replaced)."""
+    global _default_source
+    source = _default_source
+    if source is None:
+        with _default_lock:
+            if _default_source is None:
+                _default_source = PsutilReadingSource()
+            source = _default_source
+    return source
+
+
+def set_reading_source(source: ReadingSource | None) -> None:
+    """Replace the process-wide reading source; ``None`` restores psutil."""
+    global _default_source
+    with _default_lock:
+        _default_source = source
