@@ -12,6 +12,7 @@ The public API lives here; everything else is an implementation module.
 """
 
 from otel_memory.config import Config, ConfigError, load_config
+from otel_memory.monitor import start, stop
 from otel_memory.tasks import clear_active_task, set_active_task, traced_task
 from otel_memory.version import __version__
 
@@ -22,5 +23,7 @@ __all__ = [
     "clear_active_task",
     "load_config",
     "set_active_task",
+    "start",
+    "stop",
     "traced_task",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from collections.abc import Mapping
@@ -222,7 +223,8 @@ def _coerce_env(value: _EnvValue, kind: type, path: str) -> object:
             return kind(raw)
         except ValueError:
             noun = "an integer" if kind is int else "a number"
-            raise ConfigError(f"{where} must be {noun}, got {value.raw!r}", path, value.raw) from None
+            message = f"{where} must be {noun}, got {value.raw!r}"
+            raise ConfigError(message, path, value.raw) from None
     return value.raw
 
 
@@ -241,15 +243,15 @@ def _check_leaf(value: object, kind: type, path: str, rule: Mapping[str, Any]) -
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} must be a number, got {_describe(value)}", path, value)
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise ConfigError(f"{where} must be a finite number, got {value!r}", path, value)
         value = float(value)
     elif kind is str and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, got {_describe(value)}", path, value)
     minimum, maximum = rule.get("minimum"), rule.get("maximum")
-    if minimum is not None and value < minimum:  # type: ignore[operator]
+    if minimum is not None and value < minimum:
         raise ConfigError(f"{where} must be >= {minimum:g}, got {shown}", path, shown)
-    if maximum is not None and value > maximum:  # type: ignore[operator]
+    if maximum is not None and value > maximum:
         raise ConfigError(f"{where} must be <= {maximum:g}, got {shown}", path, shown)
     return value
 
@@ -298,7 +300,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}", str(path)) from exc
+        message = f"cannot read config file {path}: {exc.strerror or exc}"
+        raise ConfigError(message, str(path)) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -40,7 +40,7 @@ OTEL_PYTHON_MEMORY_MONITOR_RETENTION_DAYS = "OTEL_PYTHON_MEMORY_MONITOR_RETENTIO
 OTEL_PYTHON_MEMORY_MONITOR_DELETE_ARCHIVES_AFTER_DAYS = (
     "OTEL_PYTHON_MEMORY_MONITOR_DELETE_ARCHIVES_AFTER_DAYS"
 )
-"""``memory_monitor.delete_archives_after_days``: archives older than this are deleted (0: never)."""
+"""``memory_monitor.delete_archives_after_days``: delete archives older than this (0: never)."""
 
 OTEL_PYTHON_MEMORY_MONITOR_EXPORT_LOGS = "OTEL_PYTHON_MEMORY_MONITOR_EXPORT_LOGS"
 """``memory_monitor.export_logs``: also send each line as an OpenTelemetry log record."""

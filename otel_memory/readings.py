@@ -20,6 +20,11 @@ from typing import Protocol
 
 import psutil
 
+try:
+    import resource
+except ImportError:  # Windows has no resource module
+    resource = None  # type: ignore[assignment]
+
 MB = 1024 * 1024
 """One megabyte as the daily log counts it: 1,048,576 bytes."""
 
@@ -69,9 +74,7 @@ class ReadingSource(Protocol):
 
 def _max_rss_bytes() -> int | None:
     """The process's lifetime peak RSS from ``getrusage``, in bytes, or None where unknown."""
-    try:
-        import resource
-    except ImportError:  # Windows has no resource module
+    if resource is None:
         return None
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.

@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, Callable, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -88,8 +88,7 @@ class OpenTasks:
         """Raise the peak of every open task to ``rss`` where it is higher."""
         with self._lock:
             for task in self._tasks.values():
-                if rss > task.peak_rss:
-                    task.peak_rss = rss
+                task.peak_rss = max(task.peak_rss, rss)
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -297,7 +296,7 @@ def clear_active_task(label: str | None = None, *, error: BaseException | None =
 # --------------------------------------------------------------------------- traced_task
 
 
-class traced_task:  # noqa: N801 (used like a function: @traced_task("name"), with traced_task(...))
+class traced_task:
     """A task as a decorator or a context manager.
 
     Decorates plain functions, coroutine functions, generator and async generator functions
@@ -307,20 +306,8 @@ class traced_task:  # noqa: N801 (used like a function: @traced_task("name"), wi
 
     __slots__ = ("name",)
 
-    @overload
-    def __new__(cls, name: str) -> traced_task: ...
-
-    @overload
-    def __new__(cls, name: _F) -> _F: ...
-
-    def __new__(cls, name: str | _F) -> Any:
-        if callable(name):  # bare @traced_task: the function's qualified name
-            instance = super().__new__(cls)
-            instance.name = getattr(name, "__qualname__", repr(name))
-            return instance(name)
-        instance = super().__new__(cls)
-        instance.name = str(name)
-        return instance
+    def __init__(self, name: str) -> None:
+        self.name = str(name)
 
     # ---- context manager
 
