@@ -46,7 +46,7 @@ class ManualClock:
 
 
 class FakeReadingSource:
-    """Returns scripted readings in order, then repeats the last; counts every call.
+    """Returns scripted readings in order, then repeats the last (none scripted: ``reading()``).
 
     ``read_rss`` (the peak sampler's call) takes from ``rss_samples`` while any are left, else
     repeats the RSS of the last reading, so samplers never consume the scripted readings.
@@ -58,7 +58,7 @@ class FakeReadingSource:
         readings: Iterable[MemoryReading] = (),
         fail_with: BaseException | None = None,
     ) -> None:
-        self._readings = list(readings) or [reading()]
+        self._readings = list(readings)
         self._index = 0
         self.rss_samples: list[int] = []
         self._lock = threading.Lock()
@@ -76,6 +76,8 @@ class FakeReadingSource:
             self.calls += 1
             if self.fail_with is not None:
                 raise self.fail_with
+            if not self._readings:
+                return reading()
             value = self._readings[min(self._index, len(self._readings) - 1)]
             self._index += 1
             return value
@@ -87,4 +89,6 @@ class FakeReadingSource:
                 raise self.fail_with
             if self.rss_samples:
                 return self.rss_samples.pop(0)
+            if not self._readings:
+                return reading().rss
             return self._readings[max(0, min(self._index, len(self._readings)) - 1)].rss

@@ -1,0 +1,161 @@
+"""The daily memory log: golden lines, sanitised names, midnight rollover, concurrent writers."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from otel_memory.dailylog import DailyLogHandler
+from otel_memory.logline import LINE_PATTERN, Marker, format_line, parse_line
+from otel_memory.readings import PsutilReadingSource
+from otel_memory.tasks import emit_line
+from otel_memory.testing import ManualClock, reading
+
+SEED_LINES = [
+    "2025-11-16 08:30:00 >>> TASK START [Nations Dump Download] | RSS:  245.3 MB | VMS:  512.1 MB | System Available: 1024.5 MB (50.2% free)",  # noqa: E501
+    "2025-11-16 08:32:00 --- [Nations Dump Download] | RSS:  267.8 MB | VMS:  534.2 MB | System Available: 1001.2 MB (49.1% free)",  # noqa: E501
+    "2025-11-16 08:36:45 <<< TASK END [Nations Dump Complete] | RSS:  289.1 MB | VMS:  545.8 MB | System Available:  989.7 MB (48.6% free)",  # noqa: E501
+    "2025-11-16 08:38:00 --- [Idle] | RSS:  234.2 MB | VMS:  498.3 MB | System Available: 1043.8 MB (51.3% free)",  # noqa: E501
+]
+
+
+def local(y: int, mo: int, d: int, h: int, mi: int, s: int) -> float:
+    return time.mktime((y, mo, d, h, mi, s, 0, 0, -1))
+
+
+@pytest.fixture
+def memory_logger(tmp_path):
+    logger = logging.getLogger("otel_memory")
+    logger.setLevel(logging.INFO)
+    handler = DailyLogHandler(tmp_path / "logs")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+    handler.close()
+
+
+def test_golden_lines_match_the_seed_for_known_numbers(memory_logger, tmp_path):
+    # (marker, name, rss, vms, available MB, total MB chosen so available/total gives the seed's %)
+    events = [
+        (Marker.START, "Nations Dump Download", (2025, 11, 16, 8, 30, 0), 245.3, 512.1, 1024.5, 2040.8),
+        (Marker.CHECK, "Nations Dump Download", (2025, 11, 16, 8, 32, 0), 267.8, 534.2, 1001.2, 2039.1),
+        (Marker.END, "Nations Dump Complete", (2025, 11, 16, 8, 36, 45), 289.1, 545.8, 989.7, 2036.4),
+        (Marker.CHECK, "Idle", (2025, 11, 16, 8, 38, 0), 234.2, 498.3, 1043.8, 2034.7),
+    ]
+    for marker, name, when, rss, vms, available, total in events:
+        r = reading(rss, vms, available, total, timestamp=local(*when))
+        emit_line(marker, name, r, None)
+    text = (tmp_path / "logs" / "memory_20251116.log").read_bytes()
+    assert text == ("\n".join(SEED_LINES) + "\n").encode()
+
+
+@pytest.mark.parametrize("line", SEED_LINES)
+def test_seed_lines_match_the_pattern_and_parse(line):
+    assert LINE_PATTERN.fullmatch(line)
+    parsed = parse_line(line)
+    assert parsed is not None
+    assert f"{parsed.rss_mb:6.1f}" in line
+
+
+def test_names_are_sanitised_in_the_file_only():
+    line = format_line(Marker.START, "a]b\nc\r\u2028d", reading())
+    assert "[a)b c  d]" in line
+    assert LINE_PATTERN.fullmatch(line)
+
+
+def test_diagnostics_of_the_package_never_reach_the_file(memory_logger, tmp_path):
+    logging.getLogger("otel_memory").warning("something went wrong")
+    assert not (tmp_path / "logs").exists()
+
+
+def test_midnight_rollover_with_a_controllable_clock(memory_logger, tmp_path):
+    clock = ManualClock(local(2025, 11, 16, 23, 59, 50))
+    source = PsutilReadingSource(clock=clock)
+    written = []
+    for _ in range(20):  # 23:59:50 .. 00:00:09, one line a second
+        r = source.read()
+        emit_line(Marker.CHECK, "Idle", r, None)
+        written.append(r.timestamp)
+        clock.advance(1)
+    day1 = (tmp_path / "logs" / "memory_20251116.log").read_text().splitlines()
+    day2 = (tmp_path / "logs" / "memory_20251117.log").read_text().splitlines()
+    assert len(day1) == 10 and len(day2) == 10
+    assert day1[-1].startswith("2025-11-16 23:59:59 --- [Idle]")
+    assert day2[0].startswith("2025-11-17 00:00:00 --- [Idle]")
+    assert all(parse_line(line) for line in day1 + day2)
+
+
+def test_lines_land_in_the_file_of_their_own_date_even_out_of_order(memory_logger, tmp_path):
+    before = reading(timestamp=local(2025, 11, 16, 23, 59, 59))
+    after = reading(timestamp=local(2025, 11, 17, 0, 0, 0))
+    emit_line(Marker.CHECK, "late", after, None)
+    emit_line(Marker.CHECK, "early", before, None)  # a thread that read before midnight, wrote after
+    assert "[early]" in (tmp_path / "logs" / "memory_20251116.log").read_text()
+    assert "[late]" in (tmp_path / "logs" / "memory_20251117.log").read_text()
+
+
+def test_concurrent_threads_never_split_or_lose_a_line(memory_logger, tmp_path):
+    clock = ManualClock(local(2025, 11, 16, 12, 0, 0))
+    name = "x" * 3000  # long lines make interleaving visible if writes were split
+
+    def writer(n: int) -> None:
+        for i in range(250):
+            emit_line(Marker.CHECK, f"{n}-{i}-{name}", reading(timestamp=clock()), None)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = (tmp_path / "logs" / "memory_20251116.log").read_text().splitlines()
+    assert len(lines) == 2000
+    parsed = [parse_line(line) for line in lines]
+    assert all(parsed)
+    assert {p.name.split("-", 2)[0] + "-" + p.name.split("-", 2)[1] for p in parsed} == {
+        f"{n}-{i}" for n in range(8) for i in range(250)
+    }
+
+
+WRITER = """
+import logging, sys
+from otel_memory.dailylog import DailyLogHandler
+from otel_memory.logline import Marker
+from otel_memory.tasks import emit_line
+from otel_memory.testing import reading
+log = logging.getLogger("otel_memory"); log.setLevel(logging.INFO)
+log.addHandler(DailyLogHandler(sys.argv[1]))
+for i in range(300):
+    emit_line(Marker.CHECK, f"proc {sys.argv[2]} line {i} " + "y" * 2000, reading(timestamp=1763290800.0), None)
+"""
+
+
+def test_concurrent_processes_never_split_or_lose_a_line(tmp_path):
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(n)]) for n in range(4)
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
+    (log_file,) = Path(tmp_path).glob("memory_*.log")
+    lines = log_file.read_text().splitlines()
+    assert len(lines) == 1200
+    assert all(parse_line(line) for line in lines)
+
+
+def test_unwritable_directory_is_reported_once_and_never_raises(tmp_path, capsys):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the log directory should be")
+    logger = logging.getLogger("otel_memory")
+    logger.setLevel(logging.INFO)
+    handler = DailyLogHandler(blocker / "logs")
+    logger.addHandler(handler)
+    try:
+        for _ in range(3):
+            emit_line(Marker.CHECK, "Idle", reading(), None)
+    finally:
+        logger.removeHandler(handler)
+    assert capsys.readouterr().err.count("cannot write daily log") == 1
