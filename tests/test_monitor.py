@@ -1,0 +1,168 @@
+"""The monitor's life: start/stop idempotent and thread-safe, periodic lines, the final line,
+and the log bridge exporting the same lines as OTel log records tied to the task spans."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+import otel_memory
+from otel_memory import attributes as attr
+from otel_memory import monitor
+from otel_memory.config import config_from_dict
+from otel_memory.logbridge import OTelLogHandler
+from otel_memory.logline import parse_line
+from otel_memory.testing import reading
+
+
+def config_for(tmp_path, **monitor_keys):
+    # retention 0: the fake readings are dated 2025, which retention would archive at once
+    keys = {"log_dir": str(tmp_path / "logs"), "export_logs": False, "retention_days": 0}
+    keys.update(monitor_keys)
+    return config_from_dict({"general": {"monitoring": {"memory_monitor": keys}}})
+
+
+@pytest.fixture(autouse=True)
+def _always_stop():
+    yield
+    otel_memory.stop()
+
+
+def log_lines(tmp_path) -> list[str]:
+    return [
+        line for path in sorted((tmp_path / "logs").glob("memory_*.log"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+def test_start_and_stop_are_idempotent_and_write_first_and_final_lines(tmp_path, fake_source):
+    otel_memory.start(config_for(tmp_path))
+    otel_memory.start(config_for(tmp_path))  # ignored: already running
+    handlers = logging.getLogger("otel_memory").handlers
+    assert sum(type(h).__name__ == "DailyLogHandler" for h in handlers) == 1
+    with otel_memory.traced_task("work"):
+        pass
+    otel_memory.stop()
+    otel_memory.stop()
+    lines = log_lines(tmp_path)
+    assert [parse_line(line).name for line in lines] == [
+        monitor.STARTED, "work", "work", monitor.STOPPED,
+    ]
+    assert not any(type(h).__name__ == "DailyLogHandler" for h in logging.getLogger("otel_memory").handlers)
+
+
+def test_concurrent_starts_start_once(tmp_path, fake_source):
+    barrier = threading.Barrier(8)
+
+    def go() -> None:
+        barrier.wait()
+        otel_memory.start(config_for(tmp_path))
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    otel_memory.stop()
+    names = [parse_line(line).name for line in log_lines(tmp_path)]
+    assert names.count(monitor.STARTED) == 1
+    assert names.count(monitor.STOPPED) == 1
+
+
+def test_check_line_names_the_most_recently_started_open_task_anywhere(tmp_path, fake_source):
+    otel_memory.start(config_for(tmp_path))
+    started = threading.Event()
+    release = threading.Event()
+
+    def other_thread() -> None:
+        with otel_memory.traced_task("Regions Dump Processing"):
+            started.set()
+            release.wait(5)
+
+    monitor.write_check_line()  # nothing open
+    otel_memory.set_active_task("Nations Dump Download")
+    monitor.write_check_line()
+    t = threading.Thread(target=other_thread)
+    t.start()
+    started.wait(5)
+    monitor.write_check_line()  # the other thread's task started last
+    release.set()
+    t.join()
+    monitor.write_check_line()
+    otel_memory.clear_active_task()
+    monitor.write_check_line()
+    checks = [p.name for p in map(parse_line, log_lines(tmp_path)) if p.marker.short == "CHECK"]
+    assert checks[1:] == [  # after "Monitor Started"
+        "Idle", "Nations Dump Download", "Regions Dump Processing", "Nations Dump Download", "Idle",
+    ]
+
+
+def test_periodic_lines_come_every_interval(tmp_path, fake_source):
+    otel_memory.start(config_for(tmp_path, interval_seconds=1))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if sum("--- [Idle]" in line for line in log_lines(tmp_path)) >= 2:
+            break
+        time.sleep(0.05)
+    otel_memory.stop()
+    assert sum("--- [Idle]" in line for line in log_lines(tmp_path)) >= 2
+
+
+def test_bad_config_raises_before_anything_starts(tmp_path):
+    with pytest.raises(otel_memory.ConfigError):
+        otel_memory.start(str(tmp_path / "missing.yaml"))
+    assert not monitor.is_running()
+
+
+def test_disabled_monitor_writes_no_file(tmp_path, fake_source):
+    otel_memory.start(config_for(tmp_path, enabled=False))
+    with otel_memory.traced_task("work"):
+        pass
+    otel_memory.stop()
+    assert not (tmp_path / "logs").exists()
+
+
+def test_log_bridge_sends_the_same_lines_with_trace_context(tmp_path, span_exporter, fake_source):
+    fake_source.push(reading(rss_mb=245.3), reading(rss_mb=289.1))
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = logging.getLogger("otel_memory")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(OTelLogHandler(logger_provider=provider))
+
+    otel_memory.set_active_task("Nations Dump Download")
+    otel_memory.clear_active_task("Nations Dump Complete")
+
+    (span,) = span_exporter.get_finished_spans()
+    start, end = (r.log_record for r in exporter.get_finished_logs())
+    for record, marker in ((start, "START"), (end, "END")):
+        assert record.trace_id == span.context.trace_id
+        assert record.span_id == span.context.span_id
+        assert record.attributes[attr.LOG_MARKER] == marker
+        assert parse_line(record.body) is not None
+        assert record.timestamp == int(1_763_281_800.0 * 1e9)
+    assert start.attributes[attr.LOG_TASK_NAME] == "Nations Dump Download"
+    assert end.attributes[attr.LOG_TASK_NAME] == "Nations Dump Complete"
+    assert start.attributes[attr.LOG_RSS] == reading(rss_mb=245.3).rss
+    assert "RSS:  289.1 MB" in end.body
+
+
+def test_interpreter_exit_flushes_and_writes_the_final_line(tmp_path):
+    script = (
+        "import otel_memory\n"
+        "from otel_memory.config import config_from_dict\n"
+        f"otel_memory.start(config_from_dict({{'general': {{'monitoring': {{'memory_monitor': "
+        f"{{'log_dir': {str(tmp_path / 'logs')!r}}}}}}}}}))\n"
+        "otel_memory.set_active_task('never cleared')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    names = [parse_line(line).name for line in log_lines(tmp_path)]
+    assert names == [monitor.STARTED, "never cleared", monitor.STOPPED]
