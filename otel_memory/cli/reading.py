@@ -1,0 +1,227 @@
+"""Finding and streaming the daily logs: paths, directories and globs; plain and gzip files.
+
+    from otel_memory.cli.reading import iter_chunks, resolve_inputs
+
+    for log in resolve_inputs(["logs/", "old/*.log.gz"]):
+        for first_line_number, lines in iter_chunks(log.path):
+            ...
+
+Lines are read in chunks of about a megabyte (``readlines(hint)``), so memory stays constant
+whatever the file size, and every line of a chunk ends with ``"\\n"``.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from otel_memory.retention import DAILY_LOG_NAME
+
+CHUNK_HINT = 1 << 20
+"""Bytes of text per ``readlines`` call."""
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+class InputError(Exception):
+    """A path given on the command line cannot be read; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogFile:
+    """One input file and the stream it belongs to.
+
+    Args:
+        path: the file.
+        stream: files with the same stream (a directory of daily logs) are read as one
+            continuous log, in date order, so a task or an interval that crosses midnight
+            stays whole.
+        size: bytes on disk (compressed size for ``.gz``), for progress.
+    """
+
+    path: Path
+    stream: str
+    size: int
+
+
+def _daily_logs_in(directory: Path) -> list[Path]:
+    """The ``memory_YYYYMMDD.log[.gz]`` files of ``directory`` in date order; when a day has
+    both (an archive being written), the plain log wins so that no line counts twice."""
+    by_day: dict[str, Path] = {}
+    for path in directory.iterdir():
+        match = DAILY_LOG_NAME.fullmatch(path.name)
+        if match is None or not path.is_file():
+            continue
+        if match["gz"] is None or match["date"] not in by_day:
+            by_day[match["date"]] = path
+    return [by_day[day] for day in sorted(by_day)]
+
+
+def _sort_key(path: Path) -> tuple[str, str]:
+    match = DAILY_LOG_NAME.fullmatch(path.name)
+    return (str(path.parent), match["date"] if match else path.name)
+
+
+def resolve_inputs(arguments: list[str]) -> list[LogFile]:
+    """Files named by ``arguments`` (files, directories, globs), grouped into streams by
+    directory and sorted by date; raises :class:`InputError` for a path that is not there."""
+    paths: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = _daily_logs_in(path)
+            if not found:
+                raise InputError(f"{argument}: no memory_YYYYMMDD.log files in this directory")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        elif _GLOB_CHARS.intersection(argument):
+            matches = [Path(m) for m in glob.glob(argument, recursive=True)]
+            matches = [m for m in matches if m.is_file()]
+            if not matches:
+                raise InputError(f"{argument}: no file matches this pattern")
+            paths.extend(sorted(matches, key=_sort_key))
+        elif path.exists():
+            raise InputError(f"{argument}: not a regular file or directory")
+        else:
+            raise InputError(f"{argument}: no such file or directory")
+    files: list[LogFile] = []
+    seen: set[Path] = set()
+    for path in paths:
+        resolved = path.resolve()
+        if resolved in seen:
+            continue
+        seen.add(resolved)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise InputError(f"{path}: {exc.strerror or exc}") from None
+        files.append(LogFile(path=path, stream=str(resolved.parent), size=size))
+    return files
+
+
+def _open_text(path: Path) -> tuple[TextIO, BinaryIO]:
+    """``path`` as text (gunzipped by magic number, not by name) and its raw byte stream,
+    whose position tells how much of the file has been read."""
+    raw = path.open("rb")
+    try:
+        compressed = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        stream: gzip.GzipFile | BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        # Undecodable bytes become U+FFFD: one bad byte must not stop the analysis.
+        text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
+    except BaseException:
+        raw.close()
+        raise
+    return text, raw
+
+
+def iter_chunks(
+    path: Path, on_bytes: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, list[str]]]:
+    """``(number of the first line, lines)`` chunks of ``path``; every line ends with ``\\n``.
+
+    ``on_bytes`` is told the raw bytes consumed after each chunk (for progress). Raises
+    :class:`InputError` when the file cannot be opened or read (e.g. a truncated gzip).
+    """
+    try:
+        text, raw = _open_text(path)
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    line_number = 1
+    consumed = 0
+    with text:
+        while True:
+            try:
+                lines = text.readlines(CHUNK_HINT)
+            except (OSError, EOFError) as exc:
+                raise InputError(f"{path}: cannot read past line {line_number}: {exc}") from None
+            if not lines:
+                break
+            if not lines[-1].endswith("\n"):
+                lines[-1] += "\n"
+            yield line_number, lines
+            line_number += len(lines)
+            if on_bytes is not None:
+                position = raw.tell()
+                on_bytes(position - consumed)
+                consumed = position
+
+
+class Progress:
+    """Bytes read out of the total, and the rate, on one rewritten line of ``stream``.
+
+    Updates are throttled to ``max_rate`` per second and start only after ``delay`` seconds,
+    so quick runs print nothing; :meth:`close` erases the line.
+    """
+
+    def __init__(
+        self,
+        total_bytes: int,
+        stream: TextIO | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_rate: float = 5.0,
+        delay: float = 0.5,
+    ) -> None:
+        self._total = total_bytes
+        self._stream = stream if stream is not None else sys.stderr
+        self._clock = clock
+        self._period = 1.0 / max_rate
+        self._started = clock()
+        self._next = self._started + delay
+        self._done = 0
+        self._shown = False
+        self.updates = 0
+
+    def advance(self, count: int) -> None:
+        """Count ``count`` more bytes read; redraw when the throttle allows."""
+        self._done += count
+        now = self._clock()
+        if now < self._next:
+            return
+        self._next = now + self._period
+        elapsed = max(now - self._started, 1e-9)
+        rate = self._done / elapsed / (1 << 20)
+        percent = 100.0 * self._done / self._total if self._total else 100.0
+        self._stream.write(
+            f"\rreading {self._done / (1 << 20):,.0f} / {self._total / (1 << 20):,.0f} MB"
+            f" ({percent:.0f}%), {rate:,.1f} MB/s "
+        )
+        self._stream.flush()
+        self._shown = True
+        self.updates += 1
+
+    def close(self) -> None:
+        """Erase the progress line, if one was drawn."""
+        if self._shown:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+
+
+PROGRESS_MIN_BYTES = 32 << 20
+PROGRESS_MIN_FILES = 20
+
+
+def progress_for(files: list[LogFile], stream: TextIO, enabled: bool = True) -> Progress | None:
+    """A :class:`Progress` when ``stream`` is a terminal and there is much to read."""
+    if not enabled or not _isatty(stream):
+        return None
+    total = sum(f.size for f in files)
+    if total < PROGRESS_MIN_BYTES and len(files) < PROGRESS_MIN_FILES:
+        return None
+    return Progress(total, stream)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed or not a real stream
+        return False

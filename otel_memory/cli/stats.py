@@ -1,0 +1,652 @@
+"""One streaming pass over daily-log lines into bounded statistics (what ``analyze`` prints).
+
+    from otel_memory.cli.stats import Analyzer, Settings
+
+    analyzer = Analyzer(Settings(top_n=10))
+    analyzer.begin_file("logs/memory_20251116.log", stream="logs")
+    analyzer.feed(1, lines)               # lines ending with "\\n", numbered from 1
+    analysis = analyzer.finish(["logs/memory_20251116.log"])
+
+Lines are matched with :data:`otel_memory.logline.LINE_PATTERN`; nothing else parses them.
+State stays bounded whatever the input size: a top-N heap, one aggregate per task name, one
+per day of idle lines, running least-squares sums, a short stack of open STARTs.
+
+How the numbers are defined:
+
+* **time above a threshold**: a line stands for the interval until the next line of the same
+  stream (a directory's daily logs in date order), capped at twice ``interval_seconds`` so that a
+  stopped process does not count as hours at its last level; the last line of a stream stands
+  for nothing. "Above" is strictly greater (RSS), "below" strictly less (system memory).
+* **START/END pairs**: an END line's brackets hold a *label* ("Nations Dump Complete"), not the
+  task name, so an END closes the most recent open START whose name equals the label (what
+  ``clear_active_task()`` writes without a label) or else the most recent open START (a stack:
+  nested tasks end innermost first). Interleaved tasks from concurrent threads that end with
+  labels can be mis-paired; the log has nothing to tell them apart.
+* **idle trend**: least-squares slope of RSS over time across the ``--- [Idle]`` lines of all
+  inputs (MB per hour), with r².
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from otel_memory.logline import IDLE, LINE_PATTERN, TIMESTAMP_FORMAT, Marker
+
+_EPOCH = datetime(1970, 1, 1)
+_START, _END, _CHECK = Marker.START.value, Marker.END.value, Marker.CHECK.value
+_MARKER_NAMES = {m.value: m.name for m in Marker}
+_MAX_OPEN_TASKS = 256
+_MAX_MALFORMED_SHOWN = 5
+_HOUR_CACHE_SIZE = 4096
+
+
+def naive_seconds(moment: datetime) -> float:
+    """Seconds from 1970-01-01 to a naive (log-local) datetime: the analyzer's time axis."""
+    return (moment - _EPOCH).total_seconds()
+
+
+def format_seconds(seconds: float) -> str:
+    """A time on the analyzer's axis back in the log's timestamp format."""
+    return (_EPOCH + timedelta(seconds=seconds)).strftime(TIMESTAMP_FORMAT)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What to compute and over which lines.
+
+    Args:
+        top_n: how many peak lines to keep.
+        warning_mb: RSS above this counts as warning time.
+        critical_mb: RSS above this counts as critical time.
+        available_min_mb: system available below this counts as low-memory time.
+        free_min_percent: system free below this percentage counts as low-memory time.
+        interval_seconds: the monitor's interval; a line stands for at most twice this long.
+        task: only lines of this task (bracketed name, or an END closing this task).
+        since: only lines stamped at or after this time.
+        until: only lines stamped at or before this time.
+        above_mb: report every selected line whose RSS is above this to ``on_above``.
+    """
+
+    top_n: int = 10
+    warning_mb: float = 1000.0
+    critical_mb: float = 1500.0
+    available_min_mb: float = 500.0
+    free_min_percent: float = 25.0
+    interval_seconds: float = 120.0
+    task: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    above_mb: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Peak:
+    """One of the highest-RSS lines."""
+
+    rss_mb: float
+    timestamp: str
+    marker: str
+    task: str
+    file: str
+    line: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """RSS of the lines bearing one bracketed name, and START→END deltas of that task."""
+
+    task: str
+    lines: int
+    rss_avg_mb: float | None
+    rss_min_mb: float | None
+    rss_max_mb: float | None
+    pairs: int
+    delta_avg_mb: float | None
+    delta_max_mb: float | None
+    duration_avg_seconds: float | None
+    duration_max_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """Time and lines beyond one threshold."""
+
+    threshold: float
+    seconds: float
+    lines: int
+    first: str | None
+    last: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Lowest:
+    """The lowest value of a system figure and when it was seen."""
+
+    value: float | None
+    timestamp: str | None
+    task: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DayIdle:
+    """Idle RSS of one day."""
+
+    date: str
+    lines: int
+    avg_mb: float
+    min_mb: float
+    max_mb: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdleTrend:
+    """Least-squares trend of idle RSS and the verdict drawn from it."""
+
+    lines: int
+    slope_mb_per_hour: float | None
+    r_squared: float | None
+    span_hours: float
+    growth_mb: float | None
+    verdict: str
+    message: str
+    daily_averages_rising: bool
+    days: list[DayIdle]
+
+
+@dataclass(frozen=True, slots=True)
+class LineCounts:
+    """How many lines were read and what became of them."""
+
+    total: int
+    parsed: int
+    selected: int
+    blank: int
+    malformed: int
+    malformed_at: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """Everything ``analyze`` reports; :func:`dataclasses.asdict` gives the JSON form."""
+
+    files: list[str]
+    lines: LineCounts
+    first: str | None
+    last: str | None
+    settings: dict[str, float | str | None]
+    peaks: list[Peak]
+    tasks: list[TaskSummary]
+    rss_warning: Breach
+    rss_critical: Breach
+    system_available_low: Breach
+    system_free_low: Breach
+    lowest_available_mb: Lowest
+    lowest_free_percent: Lowest
+    idle_trend: IdleTrend
+    unmatched_starts: int
+    unmatched_ends: int
+
+
+@dataclass(slots=True)
+class _Breach:
+    seconds: float = 0.0
+    lines: int = 0
+    first: float | None = None
+    last: float | None = None
+
+    def line(self, t: float) -> None:
+        self.lines += 1
+        if self.first is None or t < self.first:
+            self.first = t
+        if self.last is None or t > self.last:
+            self.last = t
+
+    def frozen(self, threshold: float) -> Breach:
+        return Breach(
+            threshold=threshold,
+            seconds=self.seconds,
+            lines=self.lines,
+            first=None if self.first is None else format_seconds(self.first),
+            last=None if self.last is None else format_seconds(self.last),
+        )
+
+
+@dataclass(slots=True)
+class _Stream:
+    """What carries from one line to the next within a stream."""
+
+    previous: tuple[float, float, float, float] | None = None  # t, rss, available, free
+    open_tasks: list[tuple[str, float, float]] = field(default_factory=list)  # name, t, rss
+    last_t: float | None = None
+
+
+BandSink = Callable[[str, float, float], None]
+PointSink = Callable[[float, float, float, float], None]
+AboveSink = Callable[[str, int, str], None]
+
+
+class Analyzer:
+    """Feed it chunks of lines file by file; :meth:`finish` gives the :class:`Analysis`.
+
+    ``on_point(t, rss, vms, available)`` and ``on_band(task, start, end)`` receive every
+    selected line and every START..END interval (for charts); ``on_above(file, line, text)``
+    every selected line above ``settings.above_mb``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        on_point: PointSink | None = None,
+        on_band: BandSink | None = None,
+        on_above: AboveSink | None = None,
+    ) -> None:
+        self.settings = s = settings or Settings()
+        self._on_point = on_point
+        self._on_band = on_band
+        self._on_above = on_above
+        self._since = None if s.since is None else s.since.strftime(TIMESTAMP_FORMAT)
+        self._until = None if s.until is None else s.until.strftime(TIMESTAMP_FORMAT)
+        self._cap = 2.0 * s.interval_seconds
+        self._hour_cache: dict[str, float | None] = {}
+        self._stream_key: str | None = None
+        self._stream = _Stream()
+        self._file = ""
+        self._file_index = -1
+        # Counters and aggregates.
+        self._total = self._parsed = self._selected = self._blank = self._malformed = 0
+        self._malformed_at: list[str] = []
+        self._first: float | None = None
+        self._last: float | None = None
+        self._heap: list[tuple[float, int, str, int, str]] = []
+        self._tasks: dict[str, list[float]] = {}  # name -> [lines, sum, min, max]
+        self._pairs: dict[str, list[float]] = {}  # name -> [pairs, sum Δ, max Δ, sum s, max s]
+        self._warning, self._critical = _Breach(), _Breach()
+        self._available_low, self._free_low = _Breach(), _Breach()
+        self._lowest_available: tuple[float, float, str] | None = None
+        self._lowest_free: tuple[float, float, str] | None = None
+        self._idle_origin: float | None = None
+        self._idle_sums = [0.0] * 6  # n, Σx, Σy, Σx², Σxy, Σy² (x in hours)
+        self._idle_x_range: tuple[float, float] | None = None
+        self._idle_days: dict[str, list[float]] = {}  # date -> [lines, sum, min, max]
+        self._unmatched_starts = self._unmatched_ends = 0
+
+    # ------------------------------------------------------------------ streams and files
+
+    def begin_file(self, file: str, stream: str) -> None:
+        """Start a file; files of the same ``stream`` continue each other (in date order)."""
+        if stream != self._stream_key:
+            self._end_stream()
+            self._stream_key = stream
+        self._file = file
+        self._file_index += 1
+
+    def _end_stream(self) -> None:
+        stream = self._stream
+        if stream.open_tasks and self._on_band is not None and stream.last_t is not None:
+            for name, started, _ in stream.open_tasks:
+                if self.settings.task is None or name == self.settings.task:
+                    self._on_band(name, started, stream.last_t)
+        self._unmatched_starts += len(stream.open_tasks)
+        self._stream = _Stream()
+
+    # ------------------------------------------------------------------ the hot loop
+
+    def _hour_base(self, stamp: str) -> float | None:
+        """Seconds at the start of the hour ``"YYYY-MM-DD HH"``, or None if it is no hour."""
+        cache = self._hour_cache
+        if len(cache) >= _HOUR_CACHE_SIZE:
+            cache.clear()
+        try:
+            base: float | None = naive_seconds(datetime.strptime(stamp, "%Y-%m-%d %H"))
+        except ValueError:
+            base = None
+        cache[stamp] = base
+        return base
+
+    def feed(self, first_line: int, lines: list[str]) -> None:  # noqa: PLR0912, PLR0915
+        """Account for ``lines`` (each ending with ``"\\n"``) numbered from ``first_line``."""
+        # One long function on purpose: attribute lookups and calls per line are what limit
+        # throughput, so everything the loop touches is bound to a local first.
+        s = self.settings
+        fullmatch = LINE_PATTERN.fullmatch
+        hour_cache = self._hour_cache
+        hour_base = self._hour_base
+        since, until, only_task = self._since, self._until, s.task
+        warning_mb, critical_mb = s.warning_mb, s.critical_mb
+        available_min, free_min = s.available_min_mb, s.free_min_percent
+        cap = self._cap
+        heap, top_n = self._heap, s.top_n
+        heap_floor = heap[0][0] if len(heap) >= top_n and heap else -1.0
+        tasks = self._tasks
+        warning, critical = self._warning, self._critical
+        available_low, free_low = self._available_low, self._free_low
+        stream = self._stream
+        previous = stream.previous
+        on_point, on_above, above_mb = self._on_point, self._on_above, s.above_mb
+        order_base = self._file_index << 40
+        lowest_available = self._lowest_available
+        lowest_free = self._lowest_free
+        low_av = lowest_available[0] if lowest_available else math.inf
+        low_free = lowest_free[0] if lowest_free else math.inf
+        parsed = selected_count = 0
+        first, last = self._first, self._last
+        t = 0.0
+
+        for number, line in enumerate(lines, first_line):
+            match = fullmatch(line, 0, len(line) - 1)
+            if match is None:
+                self._bad_line(number, line)
+                continue
+            stamp, marker, name, rss_text, vms_text, available_text, free_text = match.groups()
+            base = hour_cache.get(stamp[:13], -1.0)
+            if base == -1.0:
+                base = hour_base(stamp[:13])
+            minute, second = int(stamp[14:16]), int(stamp[17:19])
+            if base is None or minute > 59 or second > 59:
+                self._bad_line(number, line)
+                continue
+            parsed += 1
+            t = base + minute * 60 + second
+            rss = float(rss_text)
+            available = float(available_text)
+            free = float(free_text)
+
+            # The previous line of this stream stands for the time up to this one.
+            if previous is not None:
+                gap = t - previous[0]
+                if gap > 0.0:
+                    if gap > cap:  # noqa: PLR1730 -- a branch is cheaper than min()
+                        gap = cap
+                    if previous[1] > warning_mb:
+                        warning.seconds += gap
+                        if previous[1] > critical_mb:
+                            critical.seconds += gap
+                    if previous[2] < available_min:
+                        available_low.seconds += gap
+                    if previous[3] < free_min:
+                        free_low.seconds += gap
+
+            owner = name
+            if marker != _CHECK:
+                owner = self._start_or_end(marker, name, t, rss, stamp)
+
+            selected = (
+                (since is None or stamp >= since)
+                and (until is None or stamp <= until)
+                and (only_task is None or only_task in (name, owner))
+            )
+            # Unselected lines still end the previous interval, but stand for no time.
+            previous = (t, rss, available, free) if selected else None
+            if not selected:
+                continue
+            selected_count += 1
+            if first is None or t < first:
+                first = t
+            if last is None or t > last:
+                last = t
+
+            aggregate = tasks.get(name)
+            if aggregate is None:
+                tasks[name] = [1, rss, rss, rss]
+            else:
+                aggregate[0] += 1
+                aggregate[1] += rss
+                if rss < aggregate[2]:  # noqa: PLR1730
+                    aggregate[2] = rss
+                if rss > aggregate[3]:  # noqa: PLR1730
+                    aggregate[3] = rss
+
+            if rss > heap_floor:
+                entry = (rss, -(order_base + number), self._file, number, line.rstrip("\n"))
+                if len(heap) < top_n:
+                    heapq.heappush(heap, entry)
+                else:
+                    heapq.heapreplace(heap, entry)
+                if len(heap) >= top_n:
+                    heap_floor = heap[0][0]
+
+            if rss > warning_mb:
+                warning.line(t)
+                if rss > critical_mb:
+                    critical.line(t)
+            if available < available_min:
+                available_low.line(t)
+            if free < free_min:
+                free_low.line(t)
+            if available < low_av:
+                low_av = available
+                lowest_available = (available, t, name)
+            if free < low_free:
+                low_free = free
+                lowest_free = (free, t, name)
+
+            if name == IDLE and marker == _CHECK:
+                self._idle(t, stamp, rss)
+            if on_point is not None:
+                on_point(t, rss, float(vms_text), available)
+            if on_above is not None and above_mb is not None and rss > above_mb:
+                on_above(self._file, number, line.rstrip("\n"))
+
+        if parsed:
+            stream.last_t = t
+        stream.previous = previous
+        self._total += len(lines)
+        self._parsed += parsed
+        self._selected += selected_count
+        self._first, self._last = first, last
+        self._lowest_available, self._lowest_free = lowest_available, lowest_free
+
+    def _bad_line(self, number: int, line: str) -> None:
+        if not line.strip():
+            self._blank += 1
+            return
+        self._malformed += 1
+        if len(self._malformed_at) < _MAX_MALFORMED_SHOWN:
+            self._malformed_at.append(f"{self._file}:{number}")
+
+    def _start_or_end(self, marker: str, name: str, t: float, rss: float, stamp: str) -> str:
+        """Push a START, or pair an END with its START; the task the line belongs to."""
+        open_tasks = self._stream.open_tasks
+        if marker == _START:
+            if len(open_tasks) >= _MAX_OPEN_TASKS:  # STARTs that never ended: forget the oldest
+                del open_tasks[0]
+                self._unmatched_starts += 1
+            open_tasks.append((name, t, rss))
+            return name
+        for index in range(len(open_tasks) - 1, -1, -1):
+            if open_tasks[index][0] == name:
+                break
+        else:
+            index = len(open_tasks) - 1
+        if index < 0:
+            self._unmatched_ends += 1
+            return name
+        task, started, start_rss = open_tasks.pop(index)
+        s = self.settings
+        in_range = (self._since is None or stamp >= self._since) and (
+            self._until is None or stamp <= self._until
+        )
+        if in_range and (s.task is None or task == s.task):
+            delta, duration = rss - start_rss, max(0.0, t - started)
+            pairs = self._pairs.get(task)
+            if pairs is None:
+                self._pairs[task] = [1, delta, delta, duration, duration]
+            else:
+                pairs[0] += 1
+                pairs[1] += delta
+                pairs[2] = max(pairs[2], delta)
+                pairs[3] += duration
+                pairs[4] = max(pairs[4], duration)
+            if self._on_band is not None:
+                self._on_band(task, started, t)
+        return task
+
+    def _idle(self, t: float, stamp: str, rss: float) -> None:
+        if self._idle_origin is None:
+            self._idle_origin = t
+        x = (t - self._idle_origin) / 3600.0
+        sums = self._idle_sums
+        sums[0] += 1
+        sums[1] += x
+        sums[2] += rss
+        sums[3] += x * x
+        sums[4] += x * rss
+        sums[5] += rss * rss
+        low, high = self._idle_x_range or (x, x)
+        self._idle_x_range = (min(low, x), max(high, x))
+        day = self._idle_days.get(stamp[:10])
+        if day is None:
+            self._idle_days[stamp[:10]] = [1, rss, rss, rss]
+        else:
+            day[0] += 1
+            day[1] += rss
+            day[2] = min(day[2], rss)
+            day[3] = max(day[3], rss)
+
+    # ------------------------------------------------------------------ results
+
+    def finish(self, files: list[str]) -> Analysis:
+        """Close the last stream and freeze the statistics."""
+        self._end_stream()
+        self._stream_key = None
+        s = self.settings
+        peaks = [
+            Peak(rss, text[:19], *_marker_and_name(text), file=file, line=number, text=text)
+            for rss, _, file, number, text in sorted(self._heap, reverse=True)
+        ]
+        return Analysis(
+            files=files,
+            lines=LineCounts(
+                total=self._total,
+                parsed=self._parsed,
+                selected=self._selected,
+                blank=self._blank,
+                malformed=self._malformed,
+                malformed_at=list(self._malformed_at),
+            ),
+            first=None if self._first is None else format_seconds(self._first),
+            last=None if self._last is None else format_seconds(self._last),
+            settings={
+                "warning_mb": s.warning_mb,
+                "critical_mb": s.critical_mb,
+                "system_available_min_mb": s.available_min_mb,
+                "system_free_min_percent": s.free_min_percent,
+                "interval_seconds": s.interval_seconds,
+                "max_seconds_per_line": self._cap,
+                "task": s.task,
+                "since": self._since,
+                "until": self._until,
+            },
+            peaks=peaks,
+            tasks=self._task_summaries(),
+            rss_warning=self._warning.frozen(s.warning_mb),
+            rss_critical=self._critical.frozen(s.critical_mb),
+            system_available_low=self._available_low.frozen(s.available_min_mb),
+            system_free_low=self._free_low.frozen(s.free_min_percent),
+            lowest_available_mb=_lowest(self._lowest_available),
+            lowest_free_percent=_lowest(self._lowest_free),
+            idle_trend=self._idle_trend(),
+            unmatched_starts=self._unmatched_starts,
+            unmatched_ends=self._unmatched_ends,
+        )
+
+    def _task_summaries(self) -> list[TaskSummary]:
+        summaries = []
+        for name in self._tasks.keys() | self._pairs.keys():
+            lines = self._tasks.get(name)
+            pairs = self._pairs.get(name)
+            summaries.append(
+                TaskSummary(
+                    task=name,
+                    lines=int(lines[0]) if lines else 0,
+                    rss_avg_mb=_round(lines[1] / lines[0]) if lines else None,
+                    rss_min_mb=lines[2] if lines else None,
+                    rss_max_mb=lines[3] if lines else None,
+                    pairs=int(pairs[0]) if pairs else 0,
+                    delta_avg_mb=_round(pairs[1] / pairs[0]) if pairs else None,
+                    delta_max_mb=_round(pairs[2]) if pairs else None,
+                    duration_avg_seconds=_round(pairs[3] / pairs[0]) if pairs else None,
+                    duration_max_seconds=pairs[4] if pairs else None,
+                )
+            )
+        # Highest peak first, as the seed's script sorts; tasks seen only through pairs last.
+        summaries.sort(
+            key=lambda t: (-(t.rss_max_mb if t.rss_max_mb is not None else -math.inf), t.task)
+        )
+        return summaries
+
+    def _idle_trend(self) -> IdleTrend:
+        n, sx, sy, sxx, sxy, syy = self._idle_sums
+        days = [
+            DayIdle(date=d, lines=int(v[0]), avg_mb=_round(v[1] / v[0]), min_mb=v[2], max_mb=v[3])
+            for d, v in sorted(self._idle_days.items())
+        ]
+        rising = len(days) >= 2 and all(a.avg_mb < b.avg_mb for a, b in itertools.pairwise(days))
+        low, high = self._idle_x_range or (0.0, 0.0)
+        span = high - low
+        variance_x = n * sxx - sx * sx
+        if n < 3 or span < 1.0 or variance_x <= 0:
+            return IdleTrend(
+                lines=int(n),
+                slope_mb_per_hour=None,
+                r_squared=None,
+                span_hours=_round(span),
+                growth_mb=None,
+                verdict="insufficient data",
+                message="not enough idle lines for a trend (need 3 over at least an hour)",
+                daily_averages_rising=rising,
+                days=days,
+            )
+        slope = (n * sxy - sx * sy) / variance_x
+        variance_y = n * syy - sy * sy
+        r_squared = (n * sxy - sx * sy) ** 2 / (variance_x * variance_y) if variance_y > 0 else 0.0
+        growth = slope * span
+        mean = sy / n
+        significant = abs(growth) >= max(10.0, 0.05 * mean) and r_squared >= 0.5
+        if significant and slope > 0:
+            verdict = "growing"
+            message = (
+                f"idle RSS keeps growing: {slope:+.2f} MB/h, {growth:+.1f} MB over "
+                f"{span:.1f} h (r²={r_squared:.2f}); it does not return to baseline: "
+                "possible leak"
+            )
+        elif significant:
+            verdict = "shrinking"
+            message = f"idle RSS is falling: {slope:+.2f} MB/h over {span:.1f} h"
+        else:
+            verdict = "stable"
+            message = f"idle RSS is stable: {slope:+.2f} MB/h over {span:.1f} h"
+        return IdleTrend(
+            lines=int(n),
+            slope_mb_per_hour=_round(slope, 3),
+            r_squared=_round(min(1.0, r_squared), 3),
+            span_hours=_round(span, 3),
+            growth_mb=_round(growth),
+            verdict=verdict,
+            message=message,
+            daily_averages_rising=rising,
+            days=days,
+        )
+
+
+def _round(value: float, digits: int = 2) -> float:
+    return round(value, digits)
+
+
+def _lowest(found: tuple[float, float, str] | None) -> Lowest:
+    if found is None:
+        return Lowest(value=None, timestamp=None, task=None)
+    return Lowest(value=found[0], timestamp=format_seconds(found[1]), task=found[2])
+
+
+def _marker_and_name(text: str) -> tuple[str, str]:
+    """``("START", "Nations Dump Download")`` for a line the hot loop already matched."""
+    match = LINE_PATTERN.fullmatch(text)
+    return (_MARKER_NAMES[match["marker"]], match["name"]) if match else ("", "")
