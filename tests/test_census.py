@@ -1,0 +1,197 @@
+"""The heap census: exact counts and sizes by class, names, top N + other, and no side effects."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+from collections import Counter, OrderedDict, defaultdict
+
+import pytest
+
+from otel_memory.census import OTHER, HeapCensus, census_of, class_name, take_census
+
+
+class Plain:
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+
+class Slotted:
+    __slots__ = ("a", "b")
+
+
+class SubDict(dict):
+    pass
+
+
+class PythonSizeof:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __sizeof__(self) -> int:
+        return 100 + self.n
+
+
+class BrokenSizeof:
+    def __sizeof__(self) -> int:
+        raise RuntimeError("no size for you")
+
+
+class Borrowed:
+    """Borrows dict's C __sizeof__, which rejects non-dicts: sys.getsizeof gives up too."""
+
+    __sizeof__ = dict.__sizeof__  # type: ignore[assignment]
+
+
+def reference(objs: list[object]) -> tuple[Counter[str], Counter[str]]:
+    """Counts and sizes the slow, obvious way."""
+    counts: Counter[str] = Counter()
+    sizes: Counter[str] = Counter()
+    for obj in objs:
+        name = class_name(type(obj))
+        counts[name] += 1
+        try:
+            sizes[name] += sys.getsizeof(obj, 0)
+        except Exception:
+            sizes[name] += 0
+    return counts, sizes
+
+
+def mixed_objects() -> list[object]:
+    return [
+        *(Plain(i) for i in range(50)),
+        *(Slotted() for _ in range(7)),
+        *({"k": [i] * i, **{str(j): j for j in range(i)}} for i in range(40)),
+        *([0] * i for i in range(30)),
+        *((i, [i]) * (i + 1) for i in range(20)),
+        *({i, (i,)} for i in range(10)),
+        *(SubDict(a=i) for i in range(5)),
+        *(PythonSizeof(i) for i in range(6)),
+        BrokenSizeof(),
+        Borrowed(),
+        OrderedDict(a=1),
+        defaultdict(list),
+        Plain,
+        int,
+        lambda: None,
+    ]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 20_000])
+def test_counts_and_sizes_are_exactly_those_of_sys_getsizeof(chunk_size):
+    objs = mixed_objects()
+    census = take_census(objects=lambda: list(objs), chunk_size=chunk_size)
+
+    counts, sizes = reference(objs)
+    assert dict(census.counts) == dict(counts)
+    assert dict(census.sizes) == dict(sizes)
+    assert census.total_objects == len(objs)
+
+
+def test_a_class_the_test_creates_is_counted_exactly_on_the_real_heap():
+    class Local:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+    instances = [Local(i) for i in range(1234)]
+
+    census = take_census()
+
+    name = class_name(Local)
+    assert census.counts[name] == 1234
+    assert census.sizes[name] == 1234 * sys.getsizeof(instances[0])
+
+
+def test_builtins_are_bare_and_other_classes_carry_module_and_qualname():
+    class Inner:
+        pass
+
+    assert class_name(dict) == "dict"
+    assert class_name(type(None)) == "NoneType"
+    assert class_name(OrderedDict) == "collections.OrderedDict"
+    assert class_name(Inner) == f"{__name__}.test_builtins_are_bare_and_other_classes_carry_module_and_qualname.<locals>.Inner"
+
+
+def test_two_classes_with_one_name_are_merged():
+    def make() -> type:
+        class Same:
+            pass
+
+        return Same
+
+    first, second = make(), make()
+    census = census_of([first(), second(), second()])
+    assert census.counts == {class_name(first): 3}
+
+
+def test_top_keeps_top_n_by_count_and_by_size_and_folds_the_rest_into_other():
+    census = HeapCensus(
+        counts={"a": 100, "b": 50, "c": 10, "d": 5, "e": 1},
+        sizes={"a": 1_000, "b": 500, "c": 100, "d": 9_999, "e": 8},
+    )
+
+    rows = census.top(1)
+
+    assert [(r.name, r.count, r.size) for r in rows] == [
+        ("a", 100, 1_000),
+        ("d", 5, 9_999),
+        (OTHER, 61, 608),
+    ]
+    assert sum(r.count for r in rows) == census.total_objects
+    assert sum(r.size for r in rows) == census.total_size
+
+
+def test_top_has_no_other_row_when_every_class_is_kept():
+    census = HeapCensus(counts={"a": 2, "b": 1}, sizes={"a": 10, "b": 20})
+    assert [r.name for r in census.top(5)] == ["a", "b"]
+
+
+def test_top_has_at_most_2n_plus_1_rows_on_the_real_heap():
+    census = take_census()
+    for n in (1, 3, 10):
+        rows = census.top(n)
+        assert len(rows) <= 2 * n + 1
+        assert rows[-1].name == OTHER
+        assert sum(r.count for r in rows) == census.total_objects
+
+
+def test_the_census_keeps_nothing_alive_and_holds_only_names():
+    target = Plain(1)
+    ref = weakref.ref(target)
+
+    census = take_census()
+    del target
+
+    assert ref() is None
+    assert all(isinstance(name, str) for name in census.counts)
+    assert all(isinstance(name, str) for name in census.sizes)
+
+
+def test_the_census_never_runs_the_garbage_collector():
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # type: ignore[attr-defined]
+    ref = weakref.ref(a)
+    collections_before = sum(s["collections"] for s in gc.get_stats())
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del a, b
+        census = take_census()
+        assert ref() is not None  # the unreachable cycle is still there: nobody collected
+        assert census.counts[class_name(Node)] >= 2
+        assert sum(s["collections"] for s in gc.get_stats()) == collections_before
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def test_the_result_is_read_only():
+    census = census_of([[], {}])
+    with pytest.raises(TypeError):
+        census.counts["list"] = 5  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        census.timestamp = 0.0  # type: ignore[misc]
