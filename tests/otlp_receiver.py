@@ -108,6 +108,7 @@ class ReceivedLogRecord:
     body: Any
     severity_text: str
     severity_number: int
+    event_name: str
     trace_id: str
     span_id: str
     attributes: dict[str, Any]
@@ -380,6 +381,7 @@ class OTLPReceiver:
                                 body=any_value(record.body),
                                 severity_text=record.severity_text,
                                 severity_number=record.severity_number,
+                                event_name=record.event_name,
                                 trace_id=record.trace_id.hex(),
                                 span_id=record.span_id.hex(),
                                 attributes=attributes(record.attributes),
