@@ -107,10 +107,12 @@ def test_builtins_are_bare_and_other_classes_carry_module_and_qualname():
     class Inner:
         pass
 
+    here = "test_builtins_are_bare_and_other_classes_carry_module_and_qualname"
+
     assert class_name(dict) == "dict"
     assert class_name(type(None)) == "NoneType"
     assert class_name(OrderedDict) == "collections.OrderedDict"
-    assert class_name(Inner) == f"{__name__}.test_builtins_are_bare_and_other_classes_carry_module_and_qualname.<locals>.Inner"
+    assert class_name(Inner) == f"{__name__}.{here}.<locals>.Inner"
 
 
 def test_two_classes_with_one_name_are_merged():
