@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from example_runs import run_instrumented
 from otlp_receiver import OTLPReceiver, ReceivedSpan
+from test_collector_config import prometheus_name, prometheus_names_used
 
 from otel_memory.logline import Marker, parse_line
 
@@ -157,3 +158,20 @@ def test_daily_file_matches_the_spans(run):
     assert [line.name for line in lines if line.marker is Marker.START].count(
         "Handle Message"
     ) == BATCHES * HANDLERS
+
+
+# Need more than a 2 s run: suspects a profiler thread with >= 10 s interval, the trend two idle
+# collections. tests/test_collector_config.py checks them against the package's instruments.
+NEEDS_A_LONGER_RUN = {"python_heap_leak_suspects", "process_memory_idle_trend_bytes_per_hour"}
+
+
+def test_metrics_queried_by_alerts_and_dashboard_arrive(run):
+    receiver, _ = run
+    received = {
+        prometheus_name(name, unit, kind, monotonic)
+        for name, (unit, kind, monotonic) in receiver.metrics(scope="otel_memory").items()
+    }
+    print(f"received (Prometheus form): {sorted(received)}")
+    for source, names in prometheus_names_used().items():
+        missing = names - received - NEEDS_A_LONGER_RUN
+        assert not missing, f"{source} queries metrics the run did not export: {missing}"
