@@ -46,6 +46,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import otel_memory
 from otel_memory import clear_active_task, set_active_task, traced_task
 from otel_memory.config import config_from_dict
+from otel_memory.monitor import current_config
 
 MB = 1024 * 1024
 DUMP_FORMAT_VERSION = 2  # bump when the generator changes, so cached dumps are rebuilt
@@ -398,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_dict({"general": {"monitoring": {"memory_monitor": monitor}}})
     started = time.perf_counter()
     otel_memory.start(config)
+    # Under opentelemetry-instrument the monitor already runs with OTEL_PYTHON_MEMORY_* settings.
+    running = current_config() or config
+    if running.monitor.log_dir != args.log_dir:
+        print(f"monitor already running: daily log in {running.monitor.log_dir!r}, not --log-dir")
     try:
         work_dir = Path(tempfile.mkdtemp(prefix="nations-dump-"))
         try:
@@ -411,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         otel_memory.stop()
     print(f"\ndone in {time.perf_counter() - started:.1f} s")
     if exporter is not None:
-        print_summary(exporter.get_finished_spans(), Path(args.log_dir))
+        print_summary(exporter.get_finished_spans(), Path(running.monitor.log_dir))
     return 0
 
 
