@@ -114,7 +114,9 @@ def _open_text(path: Path) -> tuple[TextIO, BinaryIO]:
     try:
         compressed = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
-        stream: gzip.GzipFile | BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        stream: gzip.GzipFile | BinaryIO = raw
+        if compressed:
+            stream = gzip.GzipFile(fileobj=raw, mode="rb")
         # Undecodable bytes become U+FFFD: one bad byte must not stop the analysis.
         text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
     except BaseException:

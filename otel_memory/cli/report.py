@@ -202,21 +202,6 @@ def render_svg(analysis: Analysis, samples: Downsampler, bands: list[Band]) -> s
         f'text-anchor="middle">time (log local time, {format_seconds(t_low)[:16]} → '
         f"{format_seconds(t_high)[:16]})</text></g>"
     )
-    out.append('<g class="thresholds" font-size="12">')
-    for name, level, colour, label in (
-        ("warning", warning, "#e08a00", "RSS warning"),
-        ("critical", critical, "#c62828", "RSS critical"),
-        ("available-min", available_min, "#2e8b57", "available minimum"),
-    ):
-        py = _f(y(level))
-        out.append(
-            f'<line class="threshold {name}" data-mb="{level:g}" x1="{LEFT}" '
-            f'x2="{WIDTH - RIGHT}" y1="{py}" y2="{py}" stroke="{colour}" '
-            'stroke-width="1.5" stroke-dasharray="6 4"/>'
-            f'<text x="{WIDTH - RIGHT - 4}" y="{_f(y(level) - 4)}" text-anchor="end" '
-            f'fill="{colour}">{label} {level:,.0f} MB</text>'
-        )
-    out.append("</g>")
     max_gap = float(settings["max_seconds_per_line"] or 0)
     out.append('<g class="series-lines" fill="none" stroke-width="1.6">')
     for index, name in enumerate(SERIES):
@@ -226,6 +211,29 @@ def render_svg(analysis: Analysis, samples: Downsampler, bands: list[Band]) -> s
             out.append(
                 f'<polyline class="series {name}" stroke="{colour}" points="{points}"/>'
             )
+    out.append("</g>")
+    # Thresholds come last so that their labels stay readable over the series.
+    out.append('<g class="thresholds" font-size="12">')
+    for name, level, colour, label in (
+        ("warning", warning, "#e08a00", "RSS warning"),
+        ("critical", critical, "#c62828", "RSS critical"),
+        ("available-min", available_min, "#2e8b57", "available minimum"),
+    ):
+        py = _f(y(level))
+        text = f"{label} {level:,.0f} MB"
+        text_width = 7.0 * len(text)  # about 7 px per character at 12 px
+        out.append(
+            f'<rect class="label-bg" x="{_f(WIDTH - RIGHT - 8 - text_width)}" '
+            f'y="{_f(y(level) - 17)}" width="{_f(text_width + 6)}" height="14" '
+            'fill="#ffffff" fill-opacity="0.85"/>'
+        )
+        out.append(
+            f'<line class="threshold {name}" data-mb="{level:g}" x1="{LEFT}" '
+            f'x2="{WIDTH - RIGHT}" y1="{py}" y2="{py}" stroke="{colour}" '
+            'stroke-width="1.5" stroke-dasharray="6 4"/>'
+            f'<text x="{WIDTH - RIGHT - 4}" y="{_f(y(level) - 4)}" text-anchor="end" '
+            f'fill="{colour}">{text}</text>'
+        )
     out.append("</g></svg>")
     return "\n".join(out)
 

@@ -31,13 +31,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from otel_memory.logline import IDLE, LINE_PATTERN, TIMESTAMP_FORMAT, Marker
 
 _EPOCH = datetime(1970, 1, 1)
+_EPOCH_DAY = _EPOCH.toordinal()
 _START, _END, _CHECK = Marker.START.value, Marker.END.value, Marker.CHECK.value
 _MARKER_NAMES = {m.value: m.name for m in Marker}
 _MAX_OPEN_TASKS = 256
@@ -221,7 +223,13 @@ class _Breach:
 class _Stream:
     """What carries from one line to the next within a stream."""
 
-    previous: tuple[float, float, float, float] | None = None  # t, rss, available, free
+    # The previous selected line (it stands for the time until the next line): t, rss,
+    # available, free; ``has_previous`` is False at the start and after an unselected line.
+    has_previous: bool = False
+    t: float = 0.0
+    rss: float = 0.0
+    available: float = 0.0
+    free: float = 0.0
     open_tasks: list[tuple[str, float, float]] = field(default_factory=list)  # name, t, rss
     last_t: float | None = None
 
@@ -229,6 +237,9 @@ class _Stream:
 BandSink = Callable[[str, float, float], None]
 PointSink = Callable[[float, float, float, float], None]
 AboveSink = Callable[[str, int, str], None]
+
+# "MM:SS" -> seconds into the hour; a stamp whose tail is not in here is not a time.
+_MINUTE_SECONDS = {f"{m:02d}:{s:02d}": float(m * 60 + s) for m in range(60) for s in range(60)}
 
 
 class Analyzer:
@@ -262,8 +273,7 @@ class Analyzer:
         # Counters and aggregates.
         self._total = self._parsed = self._selected = self._blank = self._malformed = 0
         self._malformed_at: list[str] = []
-        self._first: float | None = None
-        self._last: float | None = None
+        self._first, self._last = math.inf, -math.inf
         self._heap: list[tuple[float, int, str, int, str]] = []
         self._tasks: dict[str, list[float]] = {}  # name -> [lines, sum, min, max]
         self._pairs: dict[str, list[float]] = {}  # name -> [pairs, sum Δ, max Δ, sum s, max s]
@@ -272,8 +282,8 @@ class Analyzer:
         self._lowest_available: tuple[float, float, str] | None = None
         self._lowest_free: tuple[float, float, str] | None = None
         self._idle_origin: float | None = None
-        self._idle_sums = [0.0] * 6  # n, Σx, Σy, Σx², Σxy, Σy² (x in hours)
-        self._idle_x_range: tuple[float, float] | None = None
+        self._idle_sums = [0.0] * 6  # n, Σx, Σy, Σx², Σxy, Σy² (x: hours since the origin)
+        self._idle_x_range = [math.inf, -math.inf]
         self._idle_days: dict[str, list[float]] = {}  # date -> [lines, sum, min, max]
         self._unmatched_starts = self._unmatched_ends = 0
 
@@ -298,45 +308,63 @@ class Analyzer:
 
     # ------------------------------------------------------------------ the hot loop
 
-    def _hour_base(self, stamp: str) -> float | None:
+    def _hour_start(self, stamp: str) -> float | None:
         """Seconds at the start of the hour ``"YYYY-MM-DD HH"``, or None if it is no hour."""
         cache = self._hour_cache
+        if stamp in cache:
+            return cache[stamp]
         if len(cache) >= _HOUR_CACHE_SIZE:
             cache.clear()
         try:
-            base: float | None = naive_seconds(datetime.strptime(stamp, "%Y-%m-%d %H"))
+            hour = int(stamp[11:13])
+            day = date.fromisoformat(stamp[:10])
         except ValueError:
-            base = None
-        cache[stamp] = base
-        return base
+            day, hour = None, 99
+        start = None if day is None or hour > 23 else (day.toordinal() - _EPOCH_DAY) * 86400.0
+        cache[stamp] = None if start is None else start + hour * 3600.0
+        return cache[stamp]
 
     def feed(self, first_line: int, lines: list[str]) -> None:  # noqa: PLR0912, PLR0915
         """Account for ``lines`` (each ending with ``"\\n"``) numbered from ``first_line``."""
         # One long function on purpose: attribute lookups and calls per line are what limit
-        # throughput, so everything the loop touches is bound to a local first.
+        # throughput, so everything the loop touches is bound to a local first, and the
+        # comparisons are written out rather than calling min() and max().
         s = self.settings
         fullmatch = LINE_PATTERN.fullmatch
-        hour_cache = self._hour_cache
-        hour_base = self._hour_base
+        minute_seconds = _MINUTE_SECONDS
+        hour_start = self._hour_start
+        hour_key, hour_value = "", None
+        check, idle = _CHECK, IDLE
         since, until, only_task = self._since, self._until, s.task
+        filtering = since is not None or until is not None or only_task is not None
         warning_mb, critical_mb = s.warning_mb, s.critical_mb
         available_min, free_min = s.available_min_mb, s.free_min_percent
         cap = self._cap
         heap, top_n = self._heap, s.top_n
-        heap_floor = heap[0][0] if len(heap) >= top_n and heap else -1.0
-        tasks = self._tasks
+        heap_floor = heap[0][0] if len(heap) >= top_n else -1.0
+        rss_by_name: dict[str, list[float]] = {}
         warning, critical = self._warning, self._critical
         available_low, free_low = self._available_low, self._free_low
         stream = self._stream
-        previous = stream.previous
+        has_previous = stream.has_previous
+        prev_t, prev_rss, prev_available, prev_free = (
+            stream.t, stream.rss, stream.available, stream.free
+        )
         on_point, on_above, above_mb = self._on_point, self._on_above, s.above_mb
+        if above_mb is None:
+            on_above = None
         order_base = self._file_index << 40
-        lowest_available = self._lowest_available
-        lowest_free = self._lowest_free
-        low_av = lowest_available[0] if lowest_available else math.inf
+        lowest_available, lowest_free = self._lowest_available, self._lowest_free
+        low_available = lowest_available[0] if lowest_available else math.inf
         low_free = lowest_free[0] if lowest_free else math.inf
-        parsed = selected_count = 0
         first, last = self._first, self._last
+        # Per-line work is only list appends; sums, minimums and maximums are taken per chunk
+        # by C builtins (see _add_tasks and _add_idle).
+        idle_t: list[float] = []
+        idle_rss: list[float] = []
+        idle_day_starts: list[tuple[int, str]] = []  # (index in idle_t, date) at each new date
+        idle_day_key = ""
+        parsed = selected_count = 0
         t = 0.0
 
         for number, line in enumerate(lines, first_line):
@@ -345,63 +373,60 @@ class Analyzer:
                 self._bad_line(number, line)
                 continue
             stamp, marker, name, rss_text, vms_text, available_text, free_text = match.groups()
-            base = hour_cache.get(stamp[:13], -1.0)
-            if base == -1.0:
-                base = hour_base(stamp[:13])
-            minute, second = int(stamp[14:16]), int(stamp[17:19])
-            if base is None or minute > 59 or second > 59:
+            if stamp[:13] != hour_key:
+                hour_key = stamp[:13]
+                hour_value = hour_start(hour_key)
+            seconds = minute_seconds.get(stamp[14:])
+            if hour_value is None or seconds is None:
                 self._bad_line(number, line)
                 continue
             parsed += 1
-            t = base + minute * 60 + second
+            t = hour_value + seconds
             rss = float(rss_text)
             available = float(available_text)
             free = float(free_text)
 
-            # The previous line of this stream stands for the time up to this one.
-            if previous is not None:
-                gap = t - previous[0]
+            # The previous selected line of this stream stands for the time up to this one.
+            if has_previous:
+                gap = t - prev_t
                 if gap > 0.0:
-                    if gap > cap:  # noqa: PLR1730 -- a branch is cheaper than min()
+                    if gap > cap:  # noqa: PLR1730
                         gap = cap
-                    if previous[1] > warning_mb:
+                    if prev_rss > warning_mb:
                         warning.seconds += gap
-                        if previous[1] > critical_mb:
+                        if prev_rss > critical_mb:
                             critical.seconds += gap
-                    if previous[2] < available_min:
+                    if prev_available < available_min:
                         available_low.seconds += gap
-                    if previous[3] < free_min:
+                    if prev_free < free_min:
                         free_low.seconds += gap
 
             owner = name
-            if marker != _CHECK:
+            if marker != check:
                 owner = self._start_or_end(marker, name, t, rss, stamp)
-
-            selected = (
+            if filtering and not (
                 (since is None or stamp >= since)
                 and (until is None or stamp <= until)
                 and (only_task is None or only_task in (name, owner))
-            )
-            # Unselected lines still end the previous interval, but stand for no time.
-            previous = (t, rss, available, free) if selected else None
-            if not selected:
+            ):
+                has_previous = False  # it ends the previous interval but stands for no time
                 continue
+            has_previous = True
+            prev_t = t
+            prev_rss = rss
+            prev_available = available
+            prev_free = free
             selected_count += 1
-            if first is None or t < first:
+            if t < first:  # noqa: PLR1730
                 first = t
-            if last is None or t > last:
+            if t > last:  # noqa: PLR1730
                 last = t
 
-            aggregate = tasks.get(name)
-            if aggregate is None:
-                tasks[name] = [1, rss, rss, rss]
+            same_name = rss_by_name.get(name)
+            if same_name is None:
+                rss_by_name[name] = [rss]
             else:
-                aggregate[0] += 1
-                aggregate[1] += rss
-                if rss < aggregate[2]:  # noqa: PLR1730
-                    aggregate[2] = rss
-                if rss > aggregate[3]:  # noqa: PLR1730
-                    aggregate[3] = rss
+                same_name.append(rss)
 
             if rss > heap_floor:
                 entry = (rss, -(order_base + number), self._file, number, line.rstrip("\n"))
@@ -420,28 +445,83 @@ class Analyzer:
                 available_low.line(t)
             if free < free_min:
                 free_low.line(t)
-            if available < low_av:
-                low_av = available
+            if available < low_available:
+                low_available = available
                 lowest_available = (available, t, name)
             if free < low_free:
                 low_free = free
                 lowest_free = (free, t, name)
 
-            if name == IDLE and marker == _CHECK:
-                self._idle(t, stamp, rss)
+            if name == idle and marker == check:
+                if stamp[:10] != idle_day_key:
+                    idle_day_key = stamp[:10]
+                    idle_day_starts.append((len(idle_t), idle_day_key))
+                idle_t.append(t)
+                idle_rss.append(rss)
+
             if on_point is not None:
                 on_point(t, rss, float(vms_text), available)
-            if on_above is not None and above_mb is not None and rss > above_mb:
+            if on_above is not None and rss > above_mb:  # type: ignore[operator]
                 on_above(self._file, number, line.rstrip("\n"))
 
         if parsed:
             stream.last_t = t
-        stream.previous = previous
+        stream.has_previous = has_previous
+        stream.t, stream.rss, stream.available, stream.free = (
+            prev_t, prev_rss, prev_available, prev_free
+        )
         self._total += len(lines)
         self._parsed += parsed
         self._selected += selected_count
         self._first, self._last = first, last
         self._lowest_available, self._lowest_free = lowest_available, lowest_free
+        self._add_tasks(rss_by_name)
+        self._add_idle(idle_t, idle_rss, idle_day_starts)
+
+    def _add_tasks(self, rss_by_name: dict[str, list[float]]) -> None:
+        """Fold one chunk's RSS values per task name into the running aggregates."""
+        for name, values in rss_by_name.items():
+            low, high = min(values), max(values)
+            aggregate = self._tasks.get(name)
+            if aggregate is None:
+                self._tasks[name] = [len(values), math.fsum(values), low, high]
+            else:
+                aggregate[0] += len(values)
+                aggregate[1] += math.fsum(values)
+                aggregate[2] = min(aggregate[2], low)
+                aggregate[3] = max(aggregate[3], high)
+
+    def _add_idle(
+        self, times: list[float], values: list[float], day_starts: list[tuple[int, str]]
+    ) -> None:
+        """Fold one chunk's idle lines into the least-squares sums and the per-day aggregates."""
+        if not times:
+            return
+        if self._idle_origin is None:
+            self._idle_origin = times[0]
+        origin = self._idle_origin
+        hours = [(t - origin) / 3600.0 for t in times]
+        sums = self._idle_sums
+        sums[0] += len(hours)
+        sums[1] += math.fsum(hours)
+        sums[2] += math.fsum(values)
+        sums[3] += math.fsum(map(operator.mul, hours, hours))
+        sums[4] += math.fsum(map(operator.mul, hours, values))
+        sums[5] += math.fsum(map(operator.mul, values, values))
+        x_range = self._idle_x_range
+        x_range[0] = min(x_range[0], *hours)
+        x_range[1] = max(x_range[1], *hours)
+        ends = [start for start, _ in day_starts[1:]] + [len(values)]
+        for (start, day), end in zip(day_starts, ends, strict=True):
+            part = values[start:end]
+            aggregate = self._idle_days.get(day)
+            if aggregate is None:
+                self._idle_days[day] = [len(part), math.fsum(part), min(part), max(part)]
+            else:
+                aggregate[0] += len(part)
+                aggregate[1] += math.fsum(part)
+                aggregate[2] = min(aggregate[2], *part)
+                aggregate[3] = max(aggregate[3], *part)
 
     def _bad_line(self, number: int, line: str) -> None:
         if not line.strip():
@@ -488,28 +568,6 @@ class Analyzer:
                 self._on_band(task, started, t)
         return task
 
-    def _idle(self, t: float, stamp: str, rss: float) -> None:
-        if self._idle_origin is None:
-            self._idle_origin = t
-        x = (t - self._idle_origin) / 3600.0
-        sums = self._idle_sums
-        sums[0] += 1
-        sums[1] += x
-        sums[2] += rss
-        sums[3] += x * x
-        sums[4] += x * rss
-        sums[5] += rss * rss
-        low, high = self._idle_x_range or (x, x)
-        self._idle_x_range = (min(low, x), max(high, x))
-        day = self._idle_days.get(stamp[:10])
-        if day is None:
-            self._idle_days[stamp[:10]] = [1, rss, rss, rss]
-        else:
-            day[0] += 1
-            day[1] += rss
-            day[2] = min(day[2], rss)
-            day[3] = max(day[3], rss)
-
     # ------------------------------------------------------------------ results
 
     def finish(self, files: list[str]) -> Analysis:
@@ -531,8 +589,8 @@ class Analyzer:
                 malformed=self._malformed,
                 malformed_at=list(self._malformed_at),
             ),
-            first=None if self._first is None else format_seconds(self._first),
-            last=None if self._last is None else format_seconds(self._last),
+            first=format_seconds(self._first) if self._selected else None,
+            last=format_seconds(self._last) if self._selected else None,
             settings={
                 "warning_mb": s.warning_mb,
                 "critical_mb": s.critical_mb,
@@ -589,8 +647,8 @@ class Analyzer:
             for d, v in sorted(self._idle_days.items())
         ]
         rising = len(days) >= 2 and all(a.avg_mb < b.avg_mb for a, b in itertools.pairwise(days))
-        low, high = self._idle_x_range or (0.0, 0.0)
-        span = high - low
+        low, high = self._idle_x_range
+        span = high - low if n else 0.0
         variance_x = n * sxx - sx * sx
         if n < 3 or span < 1.0 or variance_x <= 0:
             return IdleTrend(
