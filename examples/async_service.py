@@ -11,7 +11,7 @@ task has its own task stack, the concurrent handlers never end each other's span
 "Parse Message" span is the child of its own "Handle Message".
 
 Run plainly, finished spans are printed (the examples' embedded default; only the top-level
-ones unless ``--all-spans``, a batch alone finishes 600) and the monitor writes
+ones unless ``--all-spans``: one batch of 200 handlers ends 601 spans) and the monitor writes
 ``logs/memory_YYYYMMDD.log`` (``OTEL_PYTHON_MEMORY_MONITOR_LOG_DIR`` moves it). Under
 ``opentelemetry-instrument`` the ``memory`` instrumentor has already started the monitor and the
 ``OTEL_*`` variables decide where spans, metrics and log records go.
