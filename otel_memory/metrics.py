@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from opentelemetry import metrics
@@ -137,8 +139,33 @@ class MetricsHandle:
         self.idle_trend = IdleTrend()
         self.readings: PerCycle[MemoryReading | None] = PerCycle(self._read)
         self.censuses: PerCycle[HeapCensus] = PerCycle(take)
+        self.slot: _Slot | None = None
         if profiler is not None:
             profiler.add_listener(self.censuses.offer)
+        self.callbacks: dict[str, _Callback] = {
+            PROCESS_MEMORY_USAGE: self.memory_callback(PROCESS_MEMORY_USAGE, lambda r: r.rss),
+            PROCESS_MEMORY_VIRTUAL: self.memory_callback(PROCESS_MEMORY_VIRTUAL, lambda r: r.vms),
+            SYSTEM_MEMORY_AVAILABLE: self.memory_callback(
+                SYSTEM_MEMORY_AVAILABLE, lambda r: r.system_available
+            ),
+            SYSTEM_MEMORY_FREE_RATIO: self.memory_callback(
+                SYSTEM_MEMORY_FREE_RATIO, lambda r: r.free_ratio
+            ),
+            PROCESS_MEMORY_IDLE_TREND: self.idle_trend_callback,
+            PYTHON_COLLECTION_SIZE: self.collections_callback,
+            PYTHON_ASYNCIO_TASKS: self.asyncio_tasks_callback,
+        }
+        """What this handle reports, by instrument name."""
+        if config.profiling.enabled:
+            self.callbacks[PYTHON_HEAP_OBJECTS] = self.heap_callback(
+                PYTHON_HEAP_OBJECTS, lambda count, size: count
+            )
+            self.callbacks[PYTHON_HEAP_SIZE] = self.heap_callback(
+                PYTHON_HEAP_SIZE, lambda count, size: size
+            )
+            if profiler is not None:
+                self.callbacks[PYTHON_HEAP_LEAK_SUSPECTS] = self.leak_suspects_callback
+                self.callbacks[PYTHON_HEAP_GROWTH_STREAK] = self.growth_streak_callback
 
     @property
     def closed(self) -> bool:
@@ -148,6 +175,9 @@ class MetricsHandle:
     def close(self) -> None:
         """Stop reporting; idempotent."""
         self._closed.set()
+        with _slots_lock:
+            if self.slot is not None and self.slot.handle is self:
+                self.slot.handle = None
         if self._profiler is not None:
             self._profiler.remove_listener(self.censuses.offer)
 
@@ -239,6 +269,70 @@ def _no_open_task() -> bool:
     return not tasks.open_tasks
 
 
+@dataclass(frozen=True, slots=True)
+class _Instrument:
+    name: str
+    unit: str
+    description: str
+
+
+_INSTRUMENTS = {
+    i.name: i
+    for i in (
+        _Instrument(PROCESS_MEMORY_USAGE, "By", "The amount of physical memory in use (RSS)."),
+        _Instrument(PROCESS_MEMORY_VIRTUAL, "By", "The amount of committed virtual memory (VMS)."),
+        _Instrument(SYSTEM_MEMORY_AVAILABLE, "By", "Memory available without swapping."),
+        _Instrument(SYSTEM_MEMORY_FREE_RATIO, "1", "System available memory / total memory."),
+        _Instrument(PROCESS_MEMORY_IDLE_TREND, "By/h", "Slope of RSS while no task is open."),
+        _Instrument(PYTHON_COLLECTION_SIZE, "{item}", "len() of each watched collection."),
+        _Instrument(PYTHON_ASYNCIO_TASKS, "{task}", "Pending tasks of each watched asyncio loop."),
+        _Instrument(
+            PYTHON_HEAP_OBJECTS,
+            "{object}",
+            "GC-tracked objects per class (top N by count and by size, plus other).",
+        ),
+        _Instrument(
+            PYTHON_HEAP_SIZE, "By", "Shallow size (sys.getsizeof) of GC-tracked objects per class."
+        ),
+        _Instrument(
+            PYTHON_HEAP_LEAK_SUSPECTS,
+            "{class}",
+            "Classes whose object count grew in consecutive snapshots.",
+        ),
+        _Instrument(
+            PYTHON_HEAP_GROWTH_STREAK,
+            "{snapshot}",
+            "Consecutive growing snapshots of each leak-suspect class.",
+        ),
+    )
+}
+
+
+class _Slot:
+    """The instruments registered on one meter provider and the handle they report for.
+
+    OpenTelemetry keeps the first callbacks of an instrument name and ignores any registered
+    later, so each instrument is created once per provider with a callback that dispatches to
+    whichever handle is installed now; a start/stop/start cycle then keeps reporting.
+    """
+
+    def __init__(self) -> None:
+        self.handle: MetricsHandle | None = None
+        self.registered: set[str] = set()
+
+    def dispatcher(self, name: str) -> _Callback:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            handle = self.handle
+            found = None if handle is None else handle.callbacks.get(name)
+            return [] if found is None else found(options)
+
+        return callback
+
+
+_slots: weakref.WeakKeyDictionary[object, _Slot] = weakref.WeakKeyDictionary()
+_slots_lock = threading.Lock()
+
+
 def install_metrics(
     config: Config,
     *,
@@ -250,80 +344,25 @@ def install_metrics(
 ) -> MetricsHandle:
     """Register the gauges on meter ``otel_memory``; ``close()`` the returned handle to stop.
 
-    Memory, idle-trend and watched-collection gauges are always registered; the heap gauges only
-    when ``config.profiling.enabled``, and the leak gauges only when a running ``profiler``
-    (from :func:`otel_memory.profiler.start_profiler`) is given, whose censuses the heap gauges
-    then reuse. ``reading_source`` defaults to the process-wide one, looked up every cycle.
+    Memory, idle-trend and watched-collection gauges always report; the heap gauges only when
+    ``config.profiling.enabled``, and the leak gauges only when a running ``profiler`` (from
+    :func:`otel_memory.profiler.start_profiler`) is given, whose censuses the heap gauges then
+    reuse. ``reading_source`` defaults to the process-wide one, looked up every cycle. One handle
+    reports per meter provider: installing again replaces the previous handle.
     """
     handle = MetricsHandle(config, reading_source, profiler, is_idle, take)
-    meter = metrics.get_meter(METER_NAME, __version__, meter_provider)
-    gauge = meter.create_observable_gauge
-    gauge(
-        PROCESS_MEMORY_USAGE,
-        [handle.memory_callback(PROCESS_MEMORY_USAGE, lambda r: r.rss)],
-        unit="By",
-        description="The amount of physical memory in use (RSS).",
-    )
-    gauge(
-        PROCESS_MEMORY_VIRTUAL,
-        [handle.memory_callback(PROCESS_MEMORY_VIRTUAL, lambda r: r.vms)],
-        unit="By",
-        description="The amount of committed virtual memory (VMS).",
-    )
-    gauge(
-        SYSTEM_MEMORY_AVAILABLE,
-        [handle.memory_callback(SYSTEM_MEMORY_AVAILABLE, lambda r: r.system_available)],
-        unit="By",
-        description="Memory the system can give to processes without swapping.",
-    )
-    gauge(
-        SYSTEM_MEMORY_FREE_RATIO,
-        [handle.memory_callback(SYSTEM_MEMORY_FREE_RATIO, lambda r: r.free_ratio)],
-        unit="1",
-        description="System available memory divided by total memory.",
-    )
-    gauge(
-        PROCESS_MEMORY_IDLE_TREND,
-        [handle.idle_trend_callback],
-        unit="By/h",
-        description="Least-squares slope of RSS sampled while no task is open.",
-    )
-    gauge(
-        PYTHON_COLLECTION_SIZE,
-        [handle.collections_callback],
-        unit="{item}",
-        description="len() of each watched collection.",
-    )
-    gauge(
-        PYTHON_ASYNCIO_TASKS,
-        [handle.asyncio_tasks_callback],
-        unit="{task}",
-        description="Pending tasks of each watched asyncio loop.",
-    )
-    if config.profiling.enabled:
-        gauge(
-            PYTHON_HEAP_OBJECTS,
-            [handle.heap_callback(PYTHON_HEAP_OBJECTS, lambda count, size: count)],
-            unit="{object}",
-            description="GC-tracked objects per class (top N by count and by size, plus other).",
-        )
-        gauge(
-            PYTHON_HEAP_SIZE,
-            [handle.heap_callback(PYTHON_HEAP_SIZE, lambda count, size: size)],
-            unit="By",
-            description="Shallow size (sys.getsizeof) of GC-tracked objects per class.",
-        )
-        if profiler is not None:
-            gauge(
-                PYTHON_HEAP_LEAK_SUSPECTS,
-                [handle.leak_suspects_callback],
-                unit="{class}",
-                description="Classes whose object count grew in consecutive snapshots.",
-            )
-            gauge(
-                PYTHON_HEAP_GROWTH_STREAK,
-                [handle.growth_streak_callback],
-                unit="{snapshot}",
-                description="Consecutive growing snapshots of each leak-suspect class.",
-            )
+    provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+    meter = metrics.get_meter(METER_NAME, __version__, provider)
+    with _slots_lock:
+        slot = _slots.get(provider)
+        if slot is None:
+            slot = _slots[provider] = _Slot()
+        for name in handle.callbacks:
+            if name not in slot.registered:
+                spec = _INSTRUMENTS[name]
+                meter.create_observable_gauge(
+                    name, [slot.dispatcher(name)], unit=spec.unit, description=spec.description
+                )
+                slot.registered.add(name)
+        handle.slot, slot.handle = slot, handle
     return handle

@@ -298,3 +298,38 @@ def test_metric_names_are_unique_and_complete():
         if key.isupper() and isinstance(value, str) and value.count(".") >= 2
     }
     assert constants == set(m.METRIC_NAMES)
+
+
+def test_a_second_install_on_the_same_provider_reports_after_the_first_is_closed(reader, provider):
+    # GIVEN start(); stop(); start() on one meter provider
+    first = m.install_metrics(
+        profiling(enabled=False),
+        meter_provider=provider,
+        reading_source=FakeReadingSource([reading(rss_mb=100)]),
+    )
+    first.close()
+    # WHEN installed again, now with profiling on
+    m.install_metrics(
+        profiling(top_n=5),
+        meter_provider=provider,
+        reading_source=FakeReadingSource([reading(rss_mb=200)]),
+        take=CountingCensus(census_of([[], {}])),
+    )
+
+    points = collect(reader)
+
+    # THEN the new handle's values arrive, heap gauges included
+    assert points[m.PROCESS_MEMORY_USAGE][0].value == 200 * MB
+    assert by_attribute(points[m.PYTHON_HEAP_OBJECTS], m.ATTR_PYTHON_TYPE) == {"list": 1, "dict": 1}
+
+
+def test_installing_again_replaces_the_previous_handle(reader, provider):
+    old = FakeReadingSource([reading(rss_mb=100)])
+    new = FakeReadingSource([reading(rss_mb=300)])
+    m.install_metrics(profiling(enabled=False), meter_provider=provider, reading_source=old)
+    m.install_metrics(profiling(enabled=False), meter_provider=provider, reading_source=new)
+
+    points = collect(reader)
+
+    assert [p.value for p in points[m.PROCESS_MEMORY_USAGE]] == [300 * MB]
+    assert old.calls == 0
