@@ -217,7 +217,11 @@ class MetricsHandle:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             if self.closed:
                 return []
-            census = self.censuses.get(name)
+            try:
+                census = self.censuses.get(name)
+            except Exception as exc:  # a census touches every object's type: report, go on
+                self._warn_once("census", "otel_memory: heap gauges skipped: %r", exc)
+                return []
             rows = census.top(self._config.profiling.top_n_classes)
             return [
                 Observation(value(row.count, row.size), {ATTR_PYTHON_TYPE: row.name})

@@ -333,3 +333,19 @@ def test_installing_again_replaces_the_previous_handle(reader, provider):
 
     assert [p.value for p in points[m.PROCESS_MEMORY_USAGE]] == [300 * MB]
     assert old.calls == 0
+
+
+def test_a_failing_census_never_escapes_and_is_logged_once(reader, provider, caplog):
+    def broken() -> HeapCensus:
+        raise RuntimeError("census broke")
+
+    m.install_metrics(
+        profiling(), meter_provider=provider, reading_source=FakeReadingSource(), take=broken
+    )
+    with caplog.at_level(logging.WARNING, logger="otel_memory"):
+        first = collect(reader)
+        collect(reader)
+
+    assert m.PYTHON_HEAP_OBJECTS not in first
+    assert m.PROCESS_MEMORY_USAGE in first
+    assert len([r for r in caplog.records if "heap gauges skipped" in r.getMessage()]) == 1
