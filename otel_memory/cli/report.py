@@ -295,7 +295,9 @@ def _html_table(table: Table) -> str:
 
     parts = [f'<h2>{escape(table.title)}</h2><table class="analysis">']
     if any(table.headers):
-        parts.append("<tr>" + "".join(cell("th", i, h) for i, h in enumerate(table.headers)))
+        parts.append(
+            "<tr>" + "".join(cell("th", i, h) for i, h in enumerate(table.headers)) + "</tr>"
+        )
     for row in table.rows:
         parts.append("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>")
     if not table.rows:

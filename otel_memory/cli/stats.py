@@ -315,14 +315,27 @@ class Analyzer:
             return cache[stamp]
         if len(cache) >= _HOUR_CACHE_SIZE:
             cache.clear()
+        start: float | None = None
         try:
-            hour = int(stamp[11:13])
-            day = date.fromisoformat(stamp[:10])
+            if stamp.isascii():
+                hour = int(stamp[11:13])
+                if hour <= 23:
+                    start = (date.fromisoformat(stamp[:10]).toordinal() - _EPOCH_DAY) * 86400.0
+                    start += hour * 3600.0
+            else:  # other Unicode digits: exactly what parse_line's strptime accepts
+                start = naive_seconds(datetime.strptime(stamp, "%Y-%m-%d %H"))
         except ValueError:
-            day, hour = None, 99
-        start = None if day is None or hour > 23 else (day.toordinal() - _EPOCH_DAY) * 86400.0
-        cache[stamp] = None if start is None else start + hour * 3600.0
-        return cache[stamp]
+            start = None
+        cache[stamp] = start
+        return start
+
+    @staticmethod
+    def _seconds_of(stamp: str) -> float | None:
+        """A whole timestamp as seconds, the slow way (only for non-ASCII digits)."""
+        try:
+            return naive_seconds(datetime.strptime(stamp, TIMESTAMP_FORMAT))
+        except ValueError:
+            return None
 
     def feed(self, first_line: int, lines: list[str]) -> None:  # noqa: PLR0912, PLR0915
         """Account for ``lines`` (each ending with ``"\\n"``) numbered from ``first_line``."""
@@ -377,11 +390,15 @@ class Analyzer:
                 hour_key = stamp[:13]
                 hour_value = hour_start(hour_key)
             seconds = minute_seconds.get(stamp[14:])
-            if hour_value is None or seconds is None:
-                self._bad_line(number, line)
-                continue
+            if hour_value is not None and seconds is not None:
+                t = hour_value + seconds
+            else:
+                slow = self._seconds_of(stamp) if hour_value is not None else None
+                if slow is None:
+                    self._bad_line(number, line)
+                    continue
+                t = slow
             parsed += 1
-            t = hour_value + seconds
             rss = float(rss_text)
             available = float(available_text)
             free = float(free_text)
