@@ -27,7 +27,7 @@ import platform
 import sys
 import tempfile
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import psutil
 from opentelemetry import trace
@@ -99,7 +99,7 @@ def calibrate(fn: Callable[[], object], seconds: float) -> int:
 class Best:
     """Best per-call time per case; cases are timed round-robin so load changes hit all alike."""
 
-    def __init__(self, cases: list[tuple[str, Callable[[], object]]], seconds: float) -> None:
+    def __init__(self, cases: Sequence[tuple[str, Callable[[], object]]], seconds: float) -> None:
         self._cases = [(name, fn, calibrate(fn, seconds)) for name, fn in cases]
         self.micros = {name: float("inf") for name, _ in cases}
 
