@@ -223,13 +223,9 @@ class _Breach:
 class _Stream:
     """What carries from one line to the next within a stream."""
 
-    # The previous selected line (it stands for the time until the next line): t, rss,
-    # available, free; ``has_previous`` is False at the start and after an unselected line.
-    has_previous: bool = False
-    t: float = 0.0
-    rss: float = 0.0
-    available: float = 0.0
-    free: float = 0.0
+    # The previous selected line (t, rss, available, free) when it was beyond a threshold: it
+    # stands for the time until the next line. None when it was not, or was not selected.
+    alarm: tuple[float, float, float, float] | None = None
     open_tasks: list[tuple[str, float, float]] = field(default_factory=list)  # name, t, rss
     last_t: float | None = None
 
@@ -340,8 +336,9 @@ class Analyzer:
     def feed(self, first_line: int, lines: list[str]) -> None:  # noqa: PLR0912, PLR0915
         """Account for ``lines`` (each ending with ``"\\n"``) numbered from ``first_line``."""
         # One long function on purpose: attribute lookups and calls per line are what limit
-        # throughput, so everything the loop touches is bound to a local first, and the
-        # comparisons are written out rather than calling min() and max().
+        # throughput, so everything the loop touches is bound to a local first, comparisons
+        # are written out rather than calling min() and max(), and a line below every
+        # threshold (the common case) costs three comparisons for the threshold clocks.
         s = self.settings
         fullmatch = LINE_PATTERN.fullmatch
         minute_seconds = _MINUTE_SECONDS
@@ -350,22 +347,17 @@ class Analyzer:
         check, idle = _CHECK, IDLE
         since, until, only_task = self._since, self._until, s.task
         filtering = since is not None or until is not None or only_task is not None
-        warning_mb, critical_mb = s.warning_mb, s.critical_mb
+        warning_mb = s.warning_mb
         available_min, free_min = s.available_min_mb, s.free_min_percent
-        cap = self._cap
         heap, top_n = self._heap, s.top_n
         heap_floor = heap[0][0] if len(heap) >= top_n else -1.0
         rss_by_name: dict[str, list[float]] = {}
-        warning, critical = self._warning, self._critical
-        available_low, free_low = self._available_low, self._free_low
         stream = self._stream
-        has_previous = stream.has_previous
-        prev_t, prev_rss, prev_available, prev_free = (
-            stream.t, stream.rss, stream.available, stream.free
-        )
+        alarm = stream.alarm
         on_point, on_above, above_mb = self._on_point, self._on_above, s.above_mb
         if above_mb is None:
             on_above = None
+        hooks = on_point is not None or on_above is not None
         order_base = self._file_index << 40
         lowest_available, lowest_free = self._lowest_available, self._lowest_free
         low_available = lowest_available[0] if lowest_available else math.inf
@@ -377,12 +369,13 @@ class Analyzer:
         idle_rss: list[float] = []
         idle_day_starts: list[tuple[int, str]] = []  # (index in idle_t, date) at each new date
         idle_day_key = ""
-        parsed = selected_count = 0
+        rejected = unselected = 0
         t = 0.0
 
         for number, line in enumerate(lines, first_line):
             match = fullmatch(line, 0, len(line) - 1)
             if match is None:
+                rejected += 1
                 self._bad_line(number, line)
                 continue
             stamp, marker, name, rss_text, vms_text, available_text, free_text = match.groups()
@@ -395,29 +388,16 @@ class Analyzer:
             else:
                 slow = self._seconds_of(stamp) if hour_value is not None else None
                 if slow is None:
+                    rejected += 1
                     self._bad_line(number, line)
                     continue
                 t = slow
-            parsed += 1
             rss = float(rss_text)
             available = float(available_text)
             free = float(free_text)
 
-            # The previous selected line of this stream stands for the time up to this one.
-            if has_previous:
-                gap = t - prev_t
-                if gap > 0.0:
-                    if gap > cap:  # noqa: PLR1730
-                        gap = cap
-                    if prev_rss > warning_mb:
-                        warning.seconds += gap
-                        if prev_rss > critical_mb:
-                            critical.seconds += gap
-                    if prev_available < available_min:
-                        available_low.seconds += gap
-                    if prev_free < free_min:
-                        free_low.seconds += gap
-
+            if alarm is not None:  # the previous line was beyond a threshold until now
+                self._account(alarm, t)
             owner = name
             if marker != check:
                 owner = self._start_or_end(marker, name, t, rss, stamp)
@@ -426,14 +406,9 @@ class Analyzer:
                 and (until is None or stamp <= until)
                 and (only_task is None or only_task in (name, owner))
             ):
-                has_previous = False  # it ends the previous interval but stands for no time
+                unselected += 1
+                alarm = None  # it ends the previous interval but stands for no time
                 continue
-            has_previous = True
-            prev_t = t
-            prev_rss = rss
-            prev_available = available
-            prev_free = free
-            selected_count += 1
             if t < first:  # noqa: PLR1730
                 first = t
             if t > last:  # noqa: PLR1730
@@ -454,14 +429,11 @@ class Analyzer:
                 if len(heap) >= top_n:
                     heap_floor = heap[0][0]
 
-            if rss > warning_mb:
-                warning.line(t)
-                if rss > critical_mb:
-                    critical.line(t)
-            if available < available_min:
-                available_low.line(t)
-            if free < free_min:
-                free_low.line(t)
+            if rss > warning_mb or available < available_min or free < free_min:
+                alarm = (t, rss, available, free)
+                self._count_breaches(alarm)
+            else:
+                alarm = None
             if available < low_available:
                 low_available = available
                 lowest_available = (available, t, name)
@@ -476,24 +448,52 @@ class Analyzer:
                 idle_t.append(t)
                 idle_rss.append(rss)
 
-            if on_point is not None:
-                on_point(t, rss, float(vms_text), available)
-            if on_above is not None and rss > above_mb:  # type: ignore[operator]
-                on_above(self._file, number, line.rstrip("\n"))
+            if hooks:
+                if on_point is not None:
+                    on_point(t, rss, float(vms_text), available)
+                if on_above is not None and rss > above_mb:  # type: ignore[operator]
+                    on_above(self._file, number, line.rstrip("\n"))
 
+        parsed = len(lines) - rejected
         if parsed:
             stream.last_t = t
-        stream.has_previous = has_previous
-        stream.t, stream.rss, stream.available, stream.free = (
-            prev_t, prev_rss, prev_available, prev_free
-        )
+        stream.alarm = alarm
         self._total += len(lines)
         self._parsed += parsed
-        self._selected += selected_count
+        self._selected += parsed - unselected
         self._first, self._last = first, last
         self._lowest_available, self._lowest_free = lowest_available, lowest_free
         self._add_tasks(rss_by_name)
         self._add_idle(idle_t, idle_rss, idle_day_starts)
+
+    def _account(self, alarm: tuple[float, float, float, float], t: float) -> None:
+        """Add the time from the alarming line ``alarm`` to ``t`` to the clocks it crossed."""
+        previous_t, rss, available, free = alarm
+        gap = min(t - previous_t, self._cap)
+        if gap <= 0.0:
+            return
+        s = self.settings
+        if rss > s.warning_mb:
+            self._warning.seconds += gap
+            if rss > s.critical_mb:
+                self._critical.seconds += gap
+        if available < s.available_min_mb:
+            self._available_low.seconds += gap
+        if free < s.free_min_percent:
+            self._free_low.seconds += gap
+
+    def _count_breaches(self, alarm: tuple[float, float, float, float]) -> None:
+        """Count a line beyond one or more thresholds."""
+        t, rss, available, free = alarm
+        s = self.settings
+        if rss > s.warning_mb:
+            self._warning.line(t)
+            if rss > s.critical_mb:
+                self._critical.line(t)
+        if available < s.available_min_mb:
+            self._available_low.line(t)
+        if free < s.free_min_percent:
+            self._free_low.line(t)
 
     def _add_tasks(self, rss_by_name: dict[str, list[float]]) -> None:
         """Fold one chunk's RSS values per task name into the running aggregates."""
