@@ -15,6 +15,7 @@ from otel_memory.config import Config, ConfigError, load_config
 from otel_memory.monitor import start, stop
 from otel_memory.tasks import clear_active_task, set_active_task, traced_task
 from otel_memory.version import __version__
+from otel_memory.watched import unwatch, watch, watch_asyncio_tasks
 
 __all__ = [
     "Config",
@@ -26,4 +27,7 @@ __all__ = [
     "start",
     "stop",
     "traced_task",
+    "unwatch",
+    "watch",
+    "watch_asyncio_tasks",
 ]

@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from otel_memory import tasks, watch
+from otel_memory import tasks, watched
 from otel_memory.census import HeapCensus, take_census
 from otel_memory.config import Config
 from otel_memory.leaks import IdleTrend
@@ -256,7 +256,7 @@ class MetricsHandle:
             return []
         return [
             Observation(size, {ATTR_COLLECTION_NAME: name})
-            for name, size in watch.collection_sizes()
+            for name, size in watched.collection_sizes()
         ]
 
     def asyncio_tasks_callback(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -265,7 +265,7 @@ class MetricsHandle:
             return []
         return [
             Observation(count, {ATTR_ASYNCIO_LOOP: name})
-            for name, count in watch.asyncio_task_counts()
+            for name, count in watched.asyncio_task_counts()
         ]
 
 

@@ -29,6 +29,8 @@ from otel_memory.config import Config, load_config
 from otel_memory.dailylog import DailyLogHandler
 from otel_memory.logbridge import OTelLogHandler
 from otel_memory.logline import IDLE, Marker
+from otel_memory.metrics import install_metrics
+from otel_memory.profiler import start_profiler
 from otel_memory.readings import ReadingSource, get_reading_source, set_reading_source
 
 _log = logging.getLogger("otel_memory")
@@ -167,6 +169,11 @@ def _start_components(running: _Running) -> None:
     """Threads and instruments; each is closed by :func:`stop` in reverse order."""
     config = running.config
     monitor = config.monitor
+    profiler = start_profiler(config)  # its thread runs only with memory_profiling.enabled
+    running.components.append(profiler)
+    running.components.append(
+        install_metrics(config, profiler=profiler if config.profiling.enabled else None)
+    )
     if monitor.enabled:
         write_check_line(STARTED)
         periodic = _PeriodicLines(monitor.interval_seconds, lambda: _archive(config))

@@ -81,21 +81,21 @@ def test_spec_example_message():
 
 BAD_YAML = [
     # (yaml text, key path in the message, a fragment of the rule)
-    (f"general: {{monitoring: {{memory_profiling: {{interval_seconds: 5}}}}}}", f"{PROFILING}.interval_seconds", "must be >= 10, got 5"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_profiling: {{top_n_classes: 0}}}}}}", f"{PROFILING}.top_n_classes", "must be >= 1, got 0"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_profiling: {{top_n_classes: 2.5}}}}}}", f"{PROFILING}.top_n_classes", "must be an integer, got 2.5"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_profiling: {{enabled: 'yes please'}}}}}}", f"{PROFILING}.enabled", "must be a boolean, got 'yes please'"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_profiling: {{leak_snapshots: 1}}}}}}", f"{PROFILING}.leak_snapshots", "must be >= 2, got 1"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_monitor: {{interval_seconds: 0}}}}}}", f"{MONITOR}.interval_seconds", "must be >= 1, got 0"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_monitor: {{interval_seconds: true}}}}}}", f"{MONITOR}.interval_seconds", "must be a number, got True"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_monitor: {{interval_seconds: .nan}}}}}}", f"{MONITOR}.interval_seconds", "must be a finite number"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_monitor: {{log_dir: 42}}}}}}", f"{MONITOR}.log_dir", "must be a string, got 42"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_monitor: {{retention_days: -1}}}}}}", f"{MONITOR}.retention_days", "must be >= 0, got -1"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_monitor: {{thresholds: {{rss_warning_mb: fast}}}}}}}}", f"{MONITOR}.thresholds.rss_warning_mb", "must be a number, got 'fast'"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_monitor: {{thresholds: {{system_free_min_percent: 120}}}}}}}}", f"{MONITOR}.thresholds.system_free_min_percent", "must be <= 100, got 120"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_monitor: {{thresholds: {{rss_warning_mb: 1200, rss_critical_mb: 1100}}}}}}}}", f"{MONITOR}.thresholds.rss_critical_mb", "must be >= rss_warning_mb"),  # noqa: E501
-    ("general: {monitoring: {memory_monitr: {}}}", "general.monitoring.memory_monitr", "did you mean memory_monitor?"),  # noqa: E501
-    (f"general: {{monitoring: {{memory_monitor: {{intervall_seconds: 3}}}}}}", f"{MONITOR}.intervall_seconds", "did you mean interval_seconds?"),  # noqa: E501
+    ("general: {monitoring: {memory_profiling: {interval_seconds: 5}}}", f"{PROFILING}.interval_seconds", "must be >= 10, got 5"),
+    ("general: {monitoring: {memory_profiling: {top_n_classes: 0}}}", f"{PROFILING}.top_n_classes", "must be >= 1, got 0"),
+    ("general: {monitoring: {memory_profiling: {top_n_classes: 2.5}}}", f"{PROFILING}.top_n_classes", "must be an integer, got 2.5"),
+    ("general: {monitoring: {memory_profiling: {enabled: 'yes please'}}}", f"{PROFILING}.enabled", "must be a boolean, got 'yes please'"),
+    ("general: {monitoring: {memory_profiling: {leak_snapshots: 1}}}", f"{PROFILING}.leak_snapshots", "must be >= 2, got 1"),
+    ("general: {monitoring: {memory_monitor: {interval_seconds: 0}}}", f"{MONITOR}.interval_seconds", "must be >= 1, got 0"),
+    ("general: {monitoring: {memory_monitor: {interval_seconds: true}}}", f"{MONITOR}.interval_seconds", "must be a number, got True"),
+    ("general: {monitoring: {memory_monitor: {interval_seconds: .nan}}}", f"{MONITOR}.interval_seconds", "must be a finite number"),
+    ("general: {monitoring: {memory_monitor: {log_dir: 42}}}", f"{MONITOR}.log_dir", "must be a string, got 42"),
+    ("general: {monitoring: {memory_monitor: {retention_days: -1}}}", f"{MONITOR}.retention_days", "must be >= 0, got -1"),
+    ("general: {monitoring: {memory_monitor: {thresholds: {rss_warning_mb: fast}}}}", f"{MONITOR}.thresholds.rss_warning_mb", "must be a number, got 'fast'"),
+    ("general: {monitoring: {memory_monitor: {thresholds: {system_free_min_percent: 120}}}}", f"{MONITOR}.thresholds.system_free_min_percent", "must be <= 100, got 120"),
+    ("general: {monitoring: {memory_monitor: {thresholds: {rss_warning_mb: 1200, rss_critical_mb: 1100}}}}", f"{MONITOR}.thresholds.rss_critical_mb", "must be >= rss_warning_mb"),
+    ("general: {monitoring: {memory_monitr: {}}}", "general.monitoring.memory_monitr", "did you mean memory_monitor?"),
+    ("general: {monitoring: {memory_monitor: {intervall_seconds: 3}}}", f"{MONITOR}.intervall_seconds", "did you mean interval_seconds?"),
     ("general: [1, 2]", "general", "must be a mapping, got [1, 2]"),
     ("general: {monitoring: {memory_monitor: 7}}", MONITOR, "must be a mapping, got 7"),
     ("- just\n- a list\n", "memory.yaml", "must hold a mapping at the top level"),
@@ -103,7 +103,7 @@ BAD_YAML = [
 ]
 
 
-@pytest.mark.parametrize(("text", "key_path", "rule"), BAD_YAML, ids=[b[1] + ":" + b[2][:20] for b in BAD_YAML])  # noqa: E501
+@pytest.mark.parametrize(("text", "key_path", "rule"), BAD_YAML, ids=[b[1] + ":" + b[2][:20] for b in BAD_YAML])
 def test_bad_yaml_names_key_value_and_rule(tmp_path, text, key_path, rule):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), environ={})
@@ -131,12 +131,12 @@ def test_bad_environment_names_the_variable_and_value(name, value, rule):
 
 def test_unreadable_file_names_the_path(tmp_path):
     missing = tmp_path / "nope.yaml"
-    with pytest.raises(ConfigError, match="cannot read config file .*nope.yaml"):
+    with pytest.raises(ConfigError, match=r"cannot read config file .*nope\.yaml"):
         load_config(missing, environ={})
 
 
 def test_directory_instead_of_file_is_unreadable(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read config file .*: Is a directory"):
+    with pytest.raises(ConfigError, match=r"cannot read config file .*: Is a directory"):
         load_config(tmp_path, environ={})
 
 

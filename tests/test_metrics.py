@@ -11,7 +11,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_memory import metrics as m
-from otel_memory import watch
+from otel_memory import watched as watch
 from otel_memory.census import OTHER, HeapCensus, census_of, class_name, take_census
 from otel_memory.config import config_from_dict
 from otel_memory.profiler import Profiler

@@ -11,8 +11,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_memory import clear_active_task, set_active_task, traced_task
 from otel_memory import attributes as attr
+from otel_memory import clear_active_task, set_active_task, traced_task
 from otel_memory.readings import MB
 from otel_memory.tasks import open_tasks, peak_sampler
 from otel_memory.testing import FakeReadingSource, reading
@@ -282,7 +282,7 @@ def test_sixteen_threads_with_nested_tasks(span_exporter):
                 set_active_task(f"t{n}.{j}")
 
                 @traced_task(f"t{n}.{j}.child")
-                def child() -> None:
+                def child(j: int = j) -> None:
                     with traced_task(f"t{n}.{j}.grandchild"):
                         pass
 

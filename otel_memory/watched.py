@@ -1,6 +1,6 @@
 """Watched collections and asyncio tasks: sizes a dashboard can follow over time.
 
-    from otel_memory.watch import watch, unwatch, watch_asyncio_tasks
+    from otel_memory.watched import watch, unwatch, watch_asyncio_tasks
 
     message_fetch_failures: dict[int, int] = {}
     watch("message_fetch_failures", lambda: message_fetch_failures)   # a global dict
