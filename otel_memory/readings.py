@@ -11,6 +11,8 @@ the gauges all read through a :class:`ReadingSource`, which tests replace::
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import threading
 import time
@@ -81,31 +83,105 @@ def _max_rss_bytes() -> int | None:
     return int(max_rss) if sys.platform == "darwin" else int(max_rss) * 1024
 
 
+class _ProcFiles:
+    """Linux fast path: this process's ``/proc/self/statm`` and ``/proc/meminfo`` via ``pread``.
+
+    psutil parses every line of ``/proc/meminfo`` in Python on each call (about 45 µs); a task
+    reads memory twice, so reading just the two numbers we need keeps tasks cheap. The files are
+    reopened after a fork, when ``/proc/self`` would still name the parent.
+    """
+
+    def __init__(self) -> None:
+        self._page_size = os.sysconf("SC_PAGE_SIZE")
+        self._pid = -1
+        self._statm = -1
+        self._meminfo = -1
+        self._lock = threading.Lock()
+        self._reopen()
+
+    @staticmethod
+    def available() -> bool:
+        """Whether this platform has the files and they read as expected."""
+        if not sys.platform.startswith("linux"):
+            return False
+        try:
+            files = _ProcFiles()
+            files.rss_vms()
+            return files.available_total() is not None
+        except (OSError, ValueError, IndexError):
+            return False
+
+    def _reopen(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+            statm = os.open("/proc/self/statm", flags)
+            meminfo = os.open("/proc/meminfo", flags)
+            old = (self._statm, self._meminfo)
+            self._statm, self._meminfo, self._pid = statm, meminfo, os.getpid()
+        for fd in old:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def rss_vms(self) -> tuple[int, int]:
+        """(RSS, VMS) in bytes."""
+        if self._pid != os.getpid():
+            self._reopen()
+        fields = os.pread(self._statm, 256, 0).split()
+        return int(fields[1]) * self._page_size, int(fields[0]) * self._page_size
+
+    def available_total(self) -> tuple[int, int] | None:
+        """(MemAvailable, MemTotal) in bytes, or None on kernels without MemAvailable."""
+        data = os.pread(self._meminfo, 16384, 0)
+        return _meminfo_field(data, b"MemAvailable:"), _meminfo_field(data, b"MemTotal:")
+
+
+def _meminfo_field(data: bytes, key: bytes) -> int:
+    """The value of ``key`` in ``/proc/meminfo`` text, in bytes (the file counts kB)."""
+    start = data.index(key) + len(key)
+    return int(data[start : data.index(b"kB", start)]) * 1024
+
+
 class PsutilReadingSource:
-    """Reads this process (or ``pid``) and the system through psutil."""
+    """Reads this process (or ``pid``) and the system.
+
+    Through psutil everywhere; for this process on Linux, the same kernel numbers psutil uses
+    (``statm`` RSS/VMS, ``MemAvailable``/``MemTotal``) are read directly, about 5x faster.
+    """
 
     def __init__(self, pid: int | None = None, clock: Callable[[], float] = time.time) -> None:
         self._process = psutil.Process(pid)
         self._own_process = pid is None
         self._clock = clock
         self._lock = threading.Lock()  # psutil.Process caches are not thread-safe
+        self._proc = _ProcFiles() if self._own_process and _ProcFiles.available() else None
 
     def read(self) -> MemoryReading:
         """Take one reading of process and system memory."""
-        with self._lock:
-            info = self._process.memory_info()
-        system = psutil.virtual_memory()
+        if self._proc is not None:
+            rss, vms = self._proc.rss_vms()
+            available, total = self._proc.available_total()  # type: ignore[misc]
+        else:
+            with self._lock:
+                info = self._process.memory_info()
+            system = psutil.virtual_memory()
+            rss, vms = int(info.rss), int(info.vms)
+            available, total = int(system.available), int(system.total)
         return MemoryReading(
             timestamp=self._clock(),
-            rss=int(info.rss),
-            vms=int(info.vms),
-            system_available=int(system.available),
-            system_total=int(system.total),
+            rss=rss,
+            vms=vms,
+            system_available=available,
+            system_total=total,
             rss_high_water=_max_rss_bytes() if self._own_process else None,
         )
 
     def read_rss(self) -> int:
         """Only the process RSS."""
+        if self._proc is not None:
+            return self._proc.rss_vms()[0]
         with self._lock:
             return int(self._process.memory_info().rss)
 

@@ -1,0 +1,70 @@
+"""Readings: the /proc fast path agrees with psutil, survives fork, and failures are clean."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import psutil
+import pytest
+
+from otel_memory.readings import MB, PsutilReadingSource, _ProcFiles
+from otel_memory.testing import ManualClock
+
+linux_only = pytest.mark.skipif(not _ProcFiles.available(), reason="needs Linux /proc")
+
+
+def test_reading_is_plausible_and_stamped_by_the_injected_clock():
+    clock = ManualClock(1234.5)
+    reading = PsutilReadingSource(clock=clock).read()
+    assert reading.timestamp == 1234.5
+    assert 1 * MB < reading.rss <= reading.vms
+    assert 0 < reading.system_available <= reading.system_total
+    assert 0 < reading.free_ratio <= 1
+    # getrusage's high-water mark is updated lazily by the kernel: it may trail statm slightly
+    assert reading.rss_high_water is None or reading.rss_high_water >= reading.rss - 4 * MB
+
+
+@linux_only
+def test_fast_path_reads_the_same_kernel_numbers_as_psutil():
+    ours = PsutilReadingSource().read()
+    info, system = psutil.Process().memory_info(), psutil.virtual_memory()
+    assert ours.system_total == system.total
+    assert abs(ours.system_available - system.available) < 256 * MB  # other processes move it
+    assert abs(ours.rss - info.rss) < 8 * MB
+    assert abs(ours.vms - info.vms) < 64 * MB
+
+
+def test_psutil_path_for_another_process_matches_psutil():
+    parent = psutil.Process(os.getppid())
+    reading = PsutilReadingSource(pid=parent.pid).read()
+    assert reading.rss_high_water is None
+    assert abs(reading.rss - parent.memory_info().rss) < 64 * MB
+
+
+@linux_only
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_after_fork_the_child_reads_its_own_memory():
+    source = PsutilReadingSource()
+    source.read()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: grow by 64 MB, then report what the fast path sees against psutil
+        ballast = bytearray(64 * MB)
+        ballast[::4096] = b"x" * len(ballast[::4096])
+        ok = abs(source.read_rss() - psutil.Process().memory_info().rss) < 8 * MB
+        os.write(write_fd, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read_fd, 1) == b"1"
+    os.close(read_fd)
+    assert status == 0
+
+
+def test_a_vanished_process_raises_psutil_error():
+    proc = psutil.Popen([sys.executable, "-c", "pass"])
+    source = PsutilReadingSource(pid=proc.pid)
+    proc.wait()
+    with pytest.raises(psutil.Error):
+        source.read()
