@@ -18,9 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/nations_dump.py
 
-## The test suite (unit + end-to-end against a real OTLP receiver the tests start).
+## The test suite (unit + end-to-end against a real OTLP receiver the tests start), then the
+## census leak check under memray's allocation tracker (it skips itself without --memray).
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --memray tests/test_census_memray.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check otel_memory tests examples benchmarks
