@@ -12,6 +12,7 @@ A line (1 MB = 1,048,576 bytes, numbers ``%6.1f``, percent ``%.1f``)::
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -61,9 +62,14 @@ def format_message(marker: Marker, name: str, reading: MemoryReading) -> str:
     )
 
 
+@functools.lru_cache(maxsize=4)
+def _format_second(second: int) -> str:
+    return time.strftime(TIMESTAMP_FORMAT, time.localtime(second))
+
+
 def format_timestamp(timestamp: float) -> str:
-    """Local time of ``timestamp`` as the line shows it."""
-    return time.strftime(TIMESTAMP_FORMAT, time.localtime(timestamp))
+    """Local time of ``timestamp`` as the line shows it (cached: lines come in bursts)."""
+    return _format_second(int(timestamp))
 
 
 def format_line(marker: Marker, name: str, reading: MemoryReading) -> str:

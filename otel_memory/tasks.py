@@ -141,7 +141,12 @@ def emit_line(marker: Marker, name: str, reading: MemoryReading, span: Span | No
     }
     token = otel_context.attach(trace.set_span_in_context(span)) if span is not None else None
     try:
-        _log.info(format_message(marker, name, reading), extra=extra)
+        # makeRecord + handle instead of info(): skips the stack walk that finds the caller.
+        record = _log.makeRecord(
+            _log.name, logging.INFO, __file__, 0, format_message(marker, name, reading),
+            (), None, "emit_line", extra,
+        )
+        _log.handle(record)
     finally:
         if token is not None:
             otel_context.detach(token)
