@@ -14,11 +14,11 @@ from otel_memory.cli.reading import Progress, progress_for, resolve_inputs
 
 # The five example lines of seed 003 ("Example Log Entries").
 SEED_LINES = [
-    "2025-11-16 08:30:00 >>> TASK START [Nations Dump Download] | RSS:  245.3 MB | VMS:  512.1 MB | System Available: 1024.5 MB (50.2% free)",  # noqa: E501
-    "2025-11-16 08:32:00 --- [Nations Dump Download] | RSS:  267.8 MB | VMS:  534.2 MB | System Available: 1001.2 MB (49.1% free)",  # noqa: E501
-    "2025-11-16 08:34:15 --- [Nations Dump Processing] | RSS:  598.4 MB | VMS:  812.7 MB | System Available:  725.3 MB (35.6% free)",  # noqa: E501
-    "2025-11-16 08:36:45 <<< TASK END [Nations Dump Complete] | RSS:  289.1 MB | VMS:  545.8 MB | System Available:  989.7 MB (48.6% free)",  # noqa: E501
-    "2025-11-16 08:38:00 --- [Idle] | RSS:  234.2 MB | VMS:  498.3 MB | System Available: 1043.8 MB (51.3% free)",  # noqa: E501
+    "2025-11-16 08:30:00 >>> TASK START [Nations Dump Download] | RSS:  245.3 MB | VMS:  512.1 MB | System Available: 1024.5 MB (50.2% free)",
+    "2025-11-16 08:32:00 --- [Nations Dump Download] | RSS:  267.8 MB | VMS:  534.2 MB | System Available: 1001.2 MB (49.1% free)",
+    "2025-11-16 08:34:15 --- [Nations Dump Processing] | RSS:  598.4 MB | VMS:  812.7 MB | System Available:  725.3 MB (35.6% free)",
+    "2025-11-16 08:36:45 <<< TASK END [Nations Dump Complete] | RSS:  289.1 MB | VMS:  545.8 MB | System Available:  989.7 MB (48.6% free)",
+    "2025-11-16 08:38:00 --- [Idle] | RSS:  234.2 MB | VMS:  498.3 MB | System Available: 1043.8 MB (51.3% free)",
 ]
 
 

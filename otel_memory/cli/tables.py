@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 
 from otel_memory.cli.stats import Analysis, Breach, Lowest
 
+MAX_DAYS_SHOWN = 31
+"""Idle days listed in text and HTML (the most recent); ``--json`` has them all."""
+
 
 @dataclass(frozen=True, slots=True)
 class Table:
@@ -162,10 +165,11 @@ def _system(analysis: Analysis) -> Table:
 
 def _idle(analysis: Analysis) -> Table:
     trend = analysis.idle_trend
-    rows = [
-        [d.date, str(d.lines), mb(d.avg_mb), mb(d.min_mb), mb(d.max_mb)] for d in trend.days
-    ]
+    shown = trend.days[-MAX_DAYS_SHOWN:]
+    rows = [[d.date, str(d.lines), mb(d.avg_mb), mb(d.min_mb), mb(d.max_mb)] for d in shown]
     notes = [f"verdict: {trend.verdict.upper()}: {trend.message}"]
+    if len(trend.days) > len(shown):
+        notes.insert(0, f"{len(trend.days) - len(shown)} earlier day(s) not shown (see --json)")
     if trend.daily_averages_rising:
         notes.append("the daily idle average rose every day")
     return Table(
