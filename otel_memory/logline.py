@@ -82,7 +82,7 @@ def log_file_name(timestamp: float) -> str:
     return f"memory_{time.strftime(FILE_DATE_FORMAT, time.localtime(timestamp))}.log"
 
 
-LINE_PATTERN = re.compile(
+_LINE_SOURCE = (
     r"(?P<timestamp>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) "
     r"(?P<marker>>>> TASK START|<<< TASK END|---) "
     r"\[(?P<name>[^\]\r\n]*)\] "
@@ -91,7 +91,14 @@ LINE_PATTERN = re.compile(
     r"\| System Available: *(?P<available>\d+\.\d) MB "
     r"\((?P<free>\d+\.\d)% free\)"
 )
+
+LINE_PATTERN = re.compile(_LINE_SOURCE)
 """Matches one whole line (use ``fullmatch``); every group is named."""
+
+LINES_PATTERN = re.compile(r"^" + _LINE_SOURCE + r"$", re.MULTILINE)
+"""The same format, anchored per line of a text of many ``"\\n"``-terminated lines (use
+``findall``): no group can cross a ``"\\n"``, so a text whose lines all match has exactly one
+match per line, in order."""
 
 _MARKERS = {m.value: m for m in Marker}
 

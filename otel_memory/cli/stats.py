@@ -28,6 +28,7 @@ How the numbers are defined:
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import math
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from otel_memory.logline import IDLE, LINE_PATTERN, TIMESTAMP_FORMAT, Marker
+from otel_memory.logline import IDLE, LINE_PATTERN, LINES_PATTERN, TIMESTAMP_FORMAT, Marker
 
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_DAY = _EPOCH.toordinal()
@@ -45,6 +46,7 @@ _MARKER_NAMES = {m.value: m.name for m in Marker}
 _MAX_OPEN_TASKS = 256
 _MAX_MALFORMED_SHOWN = 5
 _HOUR_CACHE_SIZE = 4096
+_FLOAT_CACHE_SIZE = 1 << 15
 
 
 def naive_seconds(moment: datetime) -> float:
@@ -238,6 +240,15 @@ AboveSink = Callable[[str, int, str], None]
 _MINUTE_SECONDS = {f"{m:02d}:{s:02d}": float(m * 60 + s) for m in range(60) for s in range(60)}
 
 
+class _Floats(dict[str, float]):
+    """``float(text)`` by text: logs repeat the same few thousand numbers, and a lookup is
+    several times cheaper than parsing."""
+
+    def __missing__(self, text: str) -> float:
+        value = self[text] = float(text)
+        return value
+
+
 class Analyzer:
     """Feed it chunks of lines file by file; :meth:`finish` gives the :class:`Analysis`.
 
@@ -262,6 +273,7 @@ class Analyzer:
         self._until = None if s.until is None else s.until.strftime(TIMESTAMP_FORMAT)
         self._cap = 2.0 * s.interval_seconds
         self._hour_cache: dict[str, float | None] = {}
+        self._floats = _Floats()
         self._stream_key: str | None = None
         self._stream = _Stream()
         self._file = ""
@@ -333,8 +345,19 @@ class Analyzer:
         except ValueError:
             return None
 
-    def feed(self, first_line: int, lines: list[str]) -> None:  # noqa: PLR0912, PLR0915
+    def feed(self, first_line: int, lines: list[str]) -> None:
         """Account for ``lines`` (each ending with ``"\\n"``) numbered from ``first_line``."""
+        # A chunk allocates thousands of tuples and no cycles: the cyclic collector, triggered
+        # by those allocations, would only rescan the survivors over and over.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._feed(first_line, lines)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _feed(self, first_line: int, lines: list[str]) -> None:  # noqa: PLR0912, PLR0915
         # One long function on purpose: attribute lookups and calls per line are what limit
         # throughput, so everything the loop touches is bound to a local first, comparisons
         # are written out rather than calling min() and max(), and a line below every
@@ -371,14 +394,29 @@ class Analyzer:
         idle_day_key = ""
         rejected = unselected = 0
         t = 0.0
+        run_name: str | None = None
+        run_values: list[float] = []
 
-        for number, line in enumerate(lines, first_line):
-            match = fullmatch(line, 0, len(line) - 1)
-            if match is None:
+        # One regex pass over the whole chunk. No group can cross a "\n", so one match per
+        # line means that every line matched, in order; otherwise match line by line, and a
+        # line that does not match is None.
+        rows: list[tuple[str, ...] | None] = LINES_PATTERN.findall("".join(lines))
+        if len(rows) != len(lines):
+            rows = [
+                None if match is None else match.groups()
+                for match in (fullmatch(line, 0, len(line) - 1) for line in lines)
+            ]
+        floats = self._floats
+        if len(floats) > _FLOAT_CACHE_SIZE:
+            floats.clear()
+        to_float = floats.__getitem__
+
+        for number, (line, row) in enumerate(zip(lines, rows, strict=True), first_line):
+            if row is None:
                 rejected += 1
                 self._bad_line(number, line)
                 continue
-            stamp, marker, name, rss_text, vms_text, available_text, free_text = match.groups()
+            stamp, marker, name, rss_text, vms_text, available_text, free_text = row
             if stamp[:13] != hour_key:
                 hour_key = stamp[:13]
                 hour_value = hour_start(hour_key)
@@ -392,9 +430,9 @@ class Analyzer:
                     self._bad_line(number, line)
                     continue
                 t = slow
-            rss = float(rss_text)
-            available = float(available_text)
-            free = float(free_text)
+            rss = to_float(rss_text)
+            available = to_float(available_text)
+            free = to_float(free_text)
 
             if alarm is not None:  # the previous line was beyond a threshold until now
                 self._account(alarm, t)
@@ -414,11 +452,10 @@ class Analyzer:
             if t > last:  # noqa: PLR1730
                 last = t
 
-            same_name = rss_by_name.get(name)
-            if same_name is None:
-                rss_by_name[name] = [rss]
-            else:
-                same_name.append(rss)
+            if name != run_name:  # names come in runs: one dict lookup per run
+                run_name = name
+                run_values = rss_by_name.setdefault(name, [])
+            run_values.append(rss)
 
             if rss > heap_floor:
                 entry = (rss, -(order_base + number), self._file, number, line.rstrip("\n"))
