@@ -7,7 +7,9 @@
     analyzer.feed(1, lines)               # lines ending with "\\n", numbered from 1
     analysis = analyzer.finish(["logs/memory_20251116.log"])
 
-Lines are matched with :data:`otel_memory.logline.LINE_PATTERN`; nothing else parses them.
+Lines are matched with the patterns of :mod:`otel_memory.logline` (a chunk at a time with
+:data:`~otel_memory.logline.LINES_PATTERN`, line by line with `LINE_PATTERN` when a chunk has a
+line that does not match); nothing else parses them.
 State stays bounded whatever the input size: a top-N heap, one aggregate per task name, one
 per day of idle lines, running least-squares sums, a short stack of open STARTs.
 
@@ -37,7 +39,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from otel_memory.logline import IDLE, LINE_PATTERN, LINES_PATTERN, TIMESTAMP_FORMAT, Marker
+from otel_memory.logline import (
+    IDLE,
+    LINE_PATTERN,
+    LINES_PATTERN,
+    LINES_PATTERN_NO_VMS,
+    TIMESTAMP_FORMAT,
+    Marker,
+)
 
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_DAY = _EPOCH.toordinal()
@@ -398,14 +407,27 @@ class Analyzer:
         run_values: list[float] = []
 
         # One regex pass over the whole chunk. No group can cross a "\n", so one match per
-        # line means that every line matched, in order; otherwise match line by line, and a
-        # line that does not match is None.
-        rows: list[tuple[str, ...] | None] = LINES_PATTERN.findall("".join(lines))
-        if len(rows) != len(lines):
-            rows = [
-                None if match is None else match.groups()
-                for match in (fullmatch(line, 0, len(line) - 1) for line in lines)
-            ]
+        # line means that every line matched, in order; otherwise (a malformed line, digits
+        # other than ASCII) match line by line, and a line that does not match is None. A row
+        # is (stamp, marker, name, rss, available, free); VMS, only for on_point, is apart.
+        text = "".join(lines)
+        count = len(lines)
+        rows: list[tuple[str, ...] | None] | None = None
+        vms_texts: list[str] = []
+        if on_point is None:
+            rows = LINES_PATTERN_NO_VMS.findall(text)
+            if len(rows) != count:
+                rows = None
+        else:
+            full = LINES_PATTERN.findall(text)
+            if len(full) == count:
+                rows = [(r[0], r[1], r[2], r[3], r[5], r[6]) for r in full]
+                vms_texts = [r[4] for r in full]
+        if rows is None:
+            matches = [fullmatch(line, 0, len(line) - 1) for line in lines]
+            rows = [None if m is None else m.group(1, 2, 3, 4, 6, 7) for m in matches]
+            vms_texts = ["" if m is None else m["vms"] for m in matches]
+        del text
         floats = self._floats
         if len(floats) > _FLOAT_CACHE_SIZE:
             floats.clear()
@@ -416,7 +438,7 @@ class Analyzer:
                 rejected += 1
                 self._bad_line(number, line)
                 continue
-            stamp, marker, name, rss_text, vms_text, available_text, free_text = row
+            stamp, marker, name, rss_text, available_text, free_text = row
             if stamp[:13] != hour_key:
                 hour_key = stamp[:13]
                 hour_value = hour_start(hour_key)
@@ -487,7 +509,7 @@ class Analyzer:
 
             if hooks:
                 if on_point is not None:
-                    on_point(t, rss, float(vms_text), available)
+                    on_point(t, rss, float(vms_texts[number - first_line]), available)
                 if on_above is not None and rss > above_mb:  # type: ignore[operator]
                     on_above(self._file, number, line.rstrip("\n"))
 
