@@ -8,7 +8,7 @@
     analysis = analyzer.finish(["logs/memory_20251116.log"])
 
 Lines are matched with the patterns of :mod:`otel_memory.logline` (a chunk at a time with
-:data:`~otel_memory.logline.LINES_PATTERN`, line by line with `LINE_PATTERN` when a chunk has a
+:data:`~otel_memory.logline.LINES_PATTERN`, line by line with ``LINE_PATTERN`` when a chunk has a
 line that does not match); nothing else parses them.
 State stays bounded whatever the input size: a top-N heap, one aggregate per task name, one
 per day of idle lines, running least-squares sums, a short stack of open STARTs.
