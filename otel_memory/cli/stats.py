@@ -431,30 +431,28 @@ class Analyzer:
         floats = self._floats
         if len(floats) > _FLOAT_CACHE_SIZE:
             floats.clear()
-        to_float = floats.__getitem__
 
-        for number, (line, row) in enumerate(zip(lines, rows, strict=True), first_line):
+        for number, row in enumerate(rows, first_line):
             if row is None:
                 rejected += 1
-                self._bad_line(number, line)
+                self._bad_line(number, lines[number - first_line])
                 continue
             stamp, marker, name, rss_text, available_text, free_text = row
             if stamp[:13] != hour_key:
                 hour_key = stamp[:13]
                 hour_value = hour_start(hour_key)
-            seconds = minute_seconds.get(stamp[14:])
-            if hour_value is not None and seconds is not None:
-                t = hour_value + seconds
-            else:
+            try:  # None + seconds (no such hour) or no such "MM:SS": TypeError, KeyError
+                t = hour_value + minute_seconds[stamp[14:]]  # type: ignore[operator]
+            except (TypeError, KeyError):
                 slow = self._seconds_of(stamp) if hour_value is not None else None
                 if slow is None:
                     rejected += 1
-                    self._bad_line(number, line)
+                    self._bad_line(number, lines[number - first_line])
                     continue
                 t = slow
-            rss = to_float(rss_text)
-            available = to_float(available_text)
-            free = to_float(free_text)
+            rss = floats[rss_text]
+            available = floats[available_text]
+            free = floats[free_text]
 
             if alarm is not None:  # the previous line was beyond a threshold until now
                 self._account(alarm, t)
@@ -480,7 +478,8 @@ class Analyzer:
             run_values.append(rss)
 
             if rss > heap_floor:
-                entry = (rss, -(order_base + number), self._file, number, line.rstrip("\n"))
+                text = lines[number - first_line].rstrip("\n")
+                entry = (rss, -(order_base + number), self._file, number, text)
                 if len(heap) < top_n:
                     heapq.heappush(heap, entry)
                 else:
@@ -511,7 +510,7 @@ class Analyzer:
                 if on_point is not None:
                     on_point(t, rss, float(vms_texts[number - first_line]), available)
                 if on_above is not None and rss > above_mb:  # type: ignore[operator]
-                    on_above(self._file, number, line.rstrip("\n"))
+                    on_above(self._file, number, lines[number - first_line].rstrip("\n"))
 
         parsed = len(lines) - rejected
         if parsed:
