@@ -48,10 +48,8 @@ class _Closeable(Protocol):
 
 def write_check_line(name: str | None = None) -> None:
     """Write one ``---`` line now: ``name``, else the most recent open task, else ``Idle``."""
-    try:
-        reading = get_reading_source().read()
-    except Exception as exc:  # psutil.Error, OSError, or a broken custom source
-        _log.warning("otel_memory: periodic reading failed: %r", exc)
+    reading = tasks.read_memory()
+    if reading is None:
         return
     task = tasks.open_tasks.most_recent() if name is None else None
     label = name if name is not None else (task.name if task is not None else IDLE)

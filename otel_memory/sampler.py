@@ -48,7 +48,6 @@ class PeakSampler:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._failed_once = False
-        self.samples = 0
         if hasattr(os, "register_at_fork"):
             # A forked child has no thread; it must start its own on its first task.
             os.register_at_fork(after_in_child=self._forget_thread)
@@ -74,7 +73,6 @@ class PeakSampler:
                 self._failed_once = True
                 _log.warning("otel_memory: RSS sampling failed, peaks may be low: %r", exc)
             return
-        self.samples += 1
         self._on_sample(rss)
 
     def stop(self, timeout: float = 2.0) -> None:

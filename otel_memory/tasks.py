@@ -114,8 +114,8 @@ def _current_owner() -> object:
     return task if task is not None else threading.get_ident()
 
 
-def _read() -> MemoryReading | None:
-    """One reading, or None when the platform refuses (reported once)."""
+def read_memory() -> MemoryReading | None:
+    """One reading, or None when the platform refuses (reported once per process)."""
     global _failed_reading_reported
     try:
         return get_reading_source().read()
@@ -154,7 +154,7 @@ def emit_line(marker: Marker, name: str, reading: MemoryReading, span: Span | No
 
 def _begin(name: str, opener: object) -> OpenTask:
     """Read memory, open the span as a child of the current context, write START."""
-    reading = _read()
+    reading = read_memory()
     attributes: dict[str, AttributeValue] = {}
     if reading is not None:
         attributes = {
@@ -201,7 +201,7 @@ def _finish(task: OpenTask, label: str | None, error: BaseException | None) -> N
     task.ended = True
     open_tasks.remove(task)
     span = task.span
-    reading = _read()
+    reading = read_memory()
     if reading is not None:
         attributes: dict[str, AttributeValue] = {
             attr.RSS_END: reading.rss,
