@@ -39,9 +39,13 @@ class MemoryReading:
         timestamp: seconds since the epoch when the reading was taken.
         rss: process resident set size, bytes.
         vms: process virtual memory size, bytes.
-        system_available: memory the system can give without swapping, bytes.
-        system_total: total physical memory, bytes.
+        system_available: effective available, bytes: the host's ``MemAvailable``, capped by
+            the room left under the cgroup limit when one applies (SPEC: Memory limit).
+        system_total: the effective limit, bytes: host ``MemTotal`` or a smaller cgroup limit.
         rss_high_water: the process's lifetime peak RSS in bytes, where the OS reports it.
+        host_available: the host's own ``MemAvailable`` in bytes (None: same as
+            ``system_available``); the ``system.memory.linux.available`` metric reports it.
+        limit_source: where ``system_total`` comes from: ``host``, ``cgroup_v2`` or ``cgroup_v1``.
     """
 
     timestamp: float
@@ -50,6 +54,8 @@ class MemoryReading:
     system_available: int
     system_total: int
     rss_high_water: int | None = None
+    host_available: int | None = None
+    limit_source: str = "host"
 
     @property
     def free_ratio(self) -> float:
