@@ -1,57 +1,74 @@
-"""Gauges on meter ``otel_memory``: process and system memory, the heap census, leak suspects,
-the idle RSS trend and watched collections.
+"""Instruments on meter ``otel_memory`` (SPEC v0.2, Metrics): process, system and limit memory,
+the heap census, leak suspects, the idle RSS trend, watched collections, and task histograms.
 
-    from otel_memory.metrics import install_metrics
+    from otel_memory.metrics import TaskHistograms, install_metrics
 
     handle = install_metrics(config)                    # the global meter provider
-    handle = install_metrics(config, meter_provider=provider, profiler=profiler_handle)
+    handle = install_metrics(config, meter_provider=provider, profiler=profiler_handle,
+                             is_idle=lambda: not open_tasks)
     ...
     handle.close()                                      # callbacks report nothing from now on
 
-One memory reading per collection cycle serves the four memory gauges, and one heap census
-serves both heap gauges (:class:`PerCycle`). Callbacks never raise: a failed reading is logged
-once on the ``otel_memory`` logger and the cycle reports nothing for those gauges. Names, units
-and attributes are listed in ``docs/metrics.md``.
+    histograms = TaskHistograms(provider)               # one per meter provider
+    histograms.record("Nations Dump", growth=300 * MB, retained=12 * MB, context=span_context)
+
+One memory reading per collection cycle serves every memory instrument, and one heap census
+serves both heap gauges (:class:`PerCycle`). The heap gauges report a stable set of classes
+(:class:`StableClasses`) so that a dashboard's series do not churn with the census ranking.
+Callbacks never raise: a failed reading is logged once on the ``otel_memory`` logger and the cycle
+reports nothing for those instruments. Names, units and attributes are listed in
+``docs/metrics.md``.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from opentelemetry import metrics
+from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from otel_memory import tasks, watched
-from otel_memory.census import HeapCensus, take_census
+from otel_memory import watched
+from otel_memory.census import OTHER, ClassStats, HeapCensus, take_census
 from otel_memory.config import Config
-from otel_memory.leaks import IdleTrend
 from otel_memory.profiler import Profiler
-from otel_memory.readings import MemoryReading, ReadingSource, get_reading_source
+from otel_memory.readings import MB, MemoryReading, ReadingSource, get_reading_source
+from otel_memory.trend import slope_per_hour
 from otel_memory.version import __version__
 
 METER_NAME = "otel_memory"
 
 PROCESS_MEMORY_USAGE = "process.memory.usage"
-"""RSS, bytes (semantic conventions)."""
+"""RSS, bytes (semantic conventions: observable up-down counter)."""
 PROCESS_MEMORY_VIRTUAL = "process.memory.virtual"
-"""VMS, bytes (semantic conventions)."""
-SYSTEM_MEMORY_AVAILABLE = "system.memory.linux.available"
-"""psutil's ``available``, bytes (the semantic-convention name of Linux ``MemAvailable``)."""
-SYSTEM_MEMORY_FREE_RATIO = "system.memory.free_ratio"
-"""available / total, 0..1 (ours: the semantic conventions have no such metric)."""
-PROCESS_MEMORY_IDLE_TREND = "process.memory.idle_trend"
-"""Least-squares slope of RSS sampled while no task is open, bytes per hour (ours)."""
+"""VMS, bytes (semantic conventions: observable up-down counter)."""
+SYSTEM_MEMORY_LINUX_AVAILABLE = "system.memory.linux.available"
+"""The host's ``MemAvailable``, bytes (semantic conventions; Linux only)."""
+OTEL_MEMORY_LIMIT = "otel_memory.limit"
+"""The effective memory limit (smallest of host total and cgroup limits), bytes."""
+OTEL_MEMORY_AVAILABLE = "otel_memory.available"
+"""Effective available: host available capped by the room left under the cgroup limit, bytes."""
+OTEL_MEMORY_FREE_RATIO = "otel_memory.free_ratio"
+"""Effective available / effective limit, 0..1."""
+OTEL_MEMORY_IDLE_TREND = "otel_memory.idle_trend"
+"""Least-squares slope of RSS sampled while no task is open, bytes per hour."""
+OTEL_MEMORY_TASK_RSS_GROWTH = "otel_memory.task.rss.growth"
+"""Per task run: max(0, peak - start) RSS, bytes (histogram)."""
+OTEL_MEMORY_TASK_RSS_RETAINED = "otel_memory.task.rss.retained"
+"""Per task run: max(0, end - start) RSS, bytes (histogram)."""
 PYTHON_HEAP_OBJECTS = "python.heap.objects"
-"""GC-tracked objects per class (top N by count and by size, plus ``other``)."""
+"""GC-tracked objects per class (a stable set of classes, plus ``other``)."""
 PYTHON_HEAP_SIZE = "python.heap.size"
 """Shallow bytes (``sys.getsizeof``) per class, same classes as ``python.heap.objects``."""
 PYTHON_HEAP_LEAK_SUSPECTS = "python.heap.leak_suspects"
-"""Number of classes whose count grew in ``leak_snapshots`` consecutive snapshots."""
+"""Number of classes the leak detector currently suspects."""
 PYTHON_HEAP_GROWTH_STREAK = "python.heap.growth_streak"
 """Consecutive growing snapshots of each suspect class."""
 PYTHON_COLLECTION_SIZE = "python.collection.size"
@@ -62,9 +79,13 @@ PYTHON_ASYNCIO_TASKS = "python.asyncio.tasks"
 METRIC_NAMES = (
     PROCESS_MEMORY_USAGE,
     PROCESS_MEMORY_VIRTUAL,
-    SYSTEM_MEMORY_AVAILABLE,
-    SYSTEM_MEMORY_FREE_RATIO,
-    PROCESS_MEMORY_IDLE_TREND,
+    SYSTEM_MEMORY_LINUX_AVAILABLE,
+    OTEL_MEMORY_LIMIT,
+    OTEL_MEMORY_AVAILABLE,
+    OTEL_MEMORY_FREE_RATIO,
+    OTEL_MEMORY_IDLE_TREND,
+    OTEL_MEMORY_TASK_RSS_GROWTH,
+    OTEL_MEMORY_TASK_RSS_RETAINED,
     PYTHON_HEAP_OBJECTS,
     PYTHON_HEAP_SIZE,
     PYTHON_HEAP_LEAK_SUSPECTS,
@@ -77,6 +98,22 @@ METRIC_NAMES = (
 ATTR_PYTHON_TYPE = "python.type"
 ATTR_COLLECTION_NAME = "collection.name"
 ATTR_ASYNCIO_LOOP = "asyncio.loop"
+ATTR_LIMIT_SOURCE = "otel_memory.limit.source"
+ATTR_TASK_NAME = "otel_memory.task.name"
+
+MAX_TASK_NAMES = 200
+"""Distinct ``otel_memory.task.name`` values per histogram; later ones are recorded as ``other``."""
+
+MAX_TASK_NAME_LENGTH = 256
+"""Characters of a task name kept in ``otel_memory.task.name`` (the span keeps the whole name)."""
+
+TASK_RSS_BUCKETS: tuple[float, ...] = tuple(float(MB << shift) for shift in range(13))
+"""Histogram boundaries: 1 MB, 2 MB, 4 MB ... 4 GB (powers of two, 1 MB = 1,048,576 bytes)."""
+
+STABLE_CLASS_HOLD = 10
+"""Censuses a reported class must stay outside the top before another class may take its place."""
+
+SYSTEM_METRICS_MODULE = "opentelemetry.instrumentation.system_metrics"
 
 _log = logging.getLogger("otel_memory")
 _T = TypeVar("_T")
@@ -115,6 +152,104 @@ class PerCycle(Generic[_T]):
             return self._value  # type: ignore[return-value]
 
 
+class StableClasses:
+    """The classes the heap gauges report: a bounded set that changes as little as possible.
+
+    Each census's candidates are its top ``top_n`` classes by count and by size. A candidate
+    joins the set while there is room (``capacity``, default ``2 * top_n``); a class in the set
+    stays there while it exists, so its series never flickers with the ranking. When the set is
+    full, a new candidate replaces only a class that has been outside the top for ``hold``
+    censuses in a row (the longest first); otherwise it is folded into ``other``. Thread-safe.
+    """
+
+    def __init__(
+        self, top_n: int, capacity: int | None = None, hold: int = STABLE_CLASS_HOLD
+    ) -> None:
+        self.top_n = max(top_n, 1)
+        self.capacity = max(capacity if capacity is not None else 2 * self.top_n, 1)
+        self.hold = max(hold, 1)
+        self._last_top: dict[str, int] = {}  # reported class -> census number it was last top
+        self._census_no = 0
+        self._lock = threading.Lock()
+        self._last: tuple[HeapCensus, list[ClassStats]] | None = None
+
+    @property
+    def reported(self) -> frozenset[str]:
+        """The classes reported now."""
+        with self._lock:
+            return frozenset(self._last_top)
+
+    def rows(self, census: HeapCensus) -> list[ClassStats]:
+        """The reported classes of ``census`` plus ``other``; the set is updated once per census."""
+        with self._lock:
+            if self._last is not None and self._last[0] is census:
+                return self._last[1]
+            self._update(census)
+            rows = [census.stats(name) for name in self._last_top]
+            rows.sort(key=lambda row: (-row.count, row.name))
+            rest_count = census.total_objects - sum(row.count for row in rows)
+            rest_size = census.total_size - sum(row.size for row in rows)
+            if len(rows) < len(census.counts):
+                rows.append(ClassStats(OTHER, rest_count, rest_size))
+            self._last = (census, rows)
+            return rows
+
+    def _update(self, census: HeapCensus) -> None:
+        self._census_no += 1
+        now = self._census_no
+        for name in [name for name in self._last_top if census.counts.get(name, 0) == 0]:
+            del self._last_top[name]  # the class is gone from the heap
+        candidates = [row.name for row in census.top_by_count(self.top_n)]
+        candidates += [row.name for row in census.top_by_size(self.top_n)]
+        for name in dict.fromkeys(candidates):
+            if name in self._last_top or len(self._last_top) < self.capacity:
+                self._last_top[name] = now
+                continue
+            stale = min(self._last_top, key=self._last_top.__getitem__)
+            if now - self._last_top[stale] > self.hold:
+                del self._last_top[stale]
+                self._last_top[name] = now
+
+
+class _IdleSamples:
+    """RSS samples taken while idle (the newest ``max_samples``); thread-safe."""
+
+    def __init__(self, max_samples: int = 1440) -> None:
+        self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self._lock = threading.Lock()
+
+    def add(self, timestamp: float, rss: int) -> None:
+        with self._lock:
+            self._samples.append((timestamp, float(rss)))
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def bytes_per_hour(self) -> float | None:
+        with self._lock:
+            samples = list(self._samples)
+        return slope_per_hour(samples)
+
+
+def system_metrics_exports(name: str) -> bool:
+    """Whether opentelemetry-instrumentation-system-metrics is instrumented and exports ``name``.
+
+    Asked at collection time, since instrumentors load in any order. The instrumentor is a
+    singleton (``BaseInstrumentor.__new__``); its ``_config`` lists the metrics it registered.
+    """
+    module = sys.modules.get(SYSTEM_METRICS_MODULE)
+    if module is None:
+        return False
+    try:
+        instance = getattr(module.SystemMetricsInstrumentor, "_instance", None)
+        if instance is None or not instance.is_instrumented_by_opentelemetry:
+            return False
+        config = getattr(instance, "_config", None)
+        return isinstance(config, Mapping) and name in config
+    except Exception:  # a future version without these internals: report ours
+        return False
+
+
 class MetricsHandle:
     """What :func:`install_metrics` registered; :meth:`close` turns every callback into a no-op.
 
@@ -127,7 +262,7 @@ class MetricsHandle:
         config: Config,
         reading_source: ReadingSource | None,
         profiler: Profiler | None,
-        is_idle: Callable[[], bool],
+        is_idle: Callable[[], bool] | None,
         take: Callable[[], HeapCensus],
     ) -> None:
         self._config = config
@@ -136,32 +271,39 @@ class MetricsHandle:
         self._is_idle = is_idle
         self._closed = threading.Event()
         self._warned: set[str] = set()
-        self.idle_trend = IdleTrend()
+        self.idle_trend = _IdleSamples()
+        self.classes = StableClasses(config.profiling.top_n_classes)
         self.readings: PerCycle[MemoryReading | None] = PerCycle(self._read)
         self.censuses: PerCycle[HeapCensus] = PerCycle(take)
         self.slot: _Slot | None = None
         if profiler is not None:
             profiler.add_listener(self.censuses.offer)
         self.callbacks: dict[str, _Callback] = {
-            PROCESS_MEMORY_USAGE: self.memory_callback(PROCESS_MEMORY_USAGE, lambda r: r.rss),
-            PROCESS_MEMORY_VIRTUAL: self.memory_callback(PROCESS_MEMORY_VIRTUAL, lambda r: r.vms),
-            SYSTEM_MEMORY_AVAILABLE: self.memory_callback(
-                SYSTEM_MEMORY_AVAILABLE, lambda r: r.system_available
+            PROCESS_MEMORY_USAGE: self.semconv_callback(PROCESS_MEMORY_USAGE, lambda r: r.rss),
+            PROCESS_MEMORY_VIRTUAL: self.semconv_callback(PROCESS_MEMORY_VIRTUAL, lambda r: r.vms),
+            OTEL_MEMORY_LIMIT: self.limit_callback,
+            OTEL_MEMORY_AVAILABLE: self.memory_callback(
+                OTEL_MEMORY_AVAILABLE, lambda r: r.system_available
             ),
-            SYSTEM_MEMORY_FREE_RATIO: self.memory_callback(
-                SYSTEM_MEMORY_FREE_RATIO, lambda r: r.free_ratio
+            OTEL_MEMORY_FREE_RATIO: self.memory_callback(
+                OTEL_MEMORY_FREE_RATIO, lambda r: r.free_ratio
             ),
-            PROCESS_MEMORY_IDLE_TREND: self.idle_trend_callback,
+            OTEL_MEMORY_IDLE_TREND: self.idle_trend_callback,
             PYTHON_COLLECTION_SIZE: self.collections_callback,
             PYTHON_ASYNCIO_TASKS: self.asyncio_tasks_callback,
         }
         """What this handle reports, by instrument name."""
+        if sys.platform.startswith("linux"):
+            self.callbacks[SYSTEM_MEMORY_LINUX_AVAILABLE] = self.semconv_callback(
+                SYSTEM_MEMORY_LINUX_AVAILABLE,
+                lambda r: r.system_available if r.host_available is None else r.host_available,
+            )
         if config.profiling.enabled:
             self.callbacks[PYTHON_HEAP_OBJECTS] = self.heap_callback(
-                PYTHON_HEAP_OBJECTS, lambda count, size: count
+                PYTHON_HEAP_OBJECTS, lambda row: row.count
             )
             self.callbacks[PYTHON_HEAP_SIZE] = self.heap_callback(
-                PYTHON_HEAP_SIZE, lambda count, size: size
+                PYTHON_HEAP_SIZE, lambda row: row.size
             )
             if profiler is not None:
                 self.callbacks[PYTHON_HEAP_LEAK_SUSPECTS] = self.leak_suspects_callback
@@ -194,7 +336,7 @@ class MetricsHandle:
             self._warn_once("read", "otel_memory: memory gauges skipped, reading failed: %r", exc)
             return None
         try:
-            if self._is_idle():
+            if self._is_idle is not None and self._is_idle():
                 self.idle_trend.add(reading.timestamp, reading.rss)
         except Exception as exc:  # a custom is_idle; the gauges still get their reading
             self._warn_once("idle", "otel_memory: idle check failed: %r", exc)
@@ -203,7 +345,8 @@ class MetricsHandle:
     # ----------------------------------------------------------------------- callbacks
 
     def memory_callback(self, name: str, value: Callable[[MemoryReading], float]) -> _Callback:
-        """A memory gauge's callback: ``value`` of this cycle's reading."""
+        """A memory instrument's callback: ``value`` of this cycle's reading."""
+
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             if self.closed:
                 return []
@@ -212,26 +355,43 @@ class MetricsHandle:
 
         return callback
 
-    def heap_callback(self, name: str, value: Callable[[int, int], int]) -> _Callback:
-        """A heap gauge's callback: ``value(count, size)`` per class of this cycle's census."""
+    def semconv_callback(self, name: str, value: Callable[[MemoryReading], float]) -> _Callback:
+        """Like :meth:`memory_callback`, silent while system-metrics exports ``name`` itself."""
+        inner = self.memory_callback(name, value)
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            if system_metrics_exports(name):
+                return []
+            return inner(options)
+
+        return callback
+
+    def limit_callback(self, options: CallbackOptions) -> Iterable[Observation]:
+        """``otel_memory.limit``: the effective limit, labelled with where it comes from."""
+        if self.closed:
+            return []
+        reading = self.readings.get(OTEL_MEMORY_LIMIT)
+        if reading is None:
+            return []
+        return [Observation(reading.system_total, {ATTR_LIMIT_SOURCE: reading.limit_source})]
+
+    def heap_callback(self, name: str, value: Callable[[ClassStats], int]) -> _Callback:
+        """A heap gauge's callback: ``value(row)`` per reported class of this cycle's census."""
+
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             if self.closed:
                 return []
             try:
-                census = self.censuses.get(name)
+                rows = self.classes.rows(self.censuses.get(name))
             except Exception as exc:  # a census touches every object's type: report, go on
                 self._warn_once("census", "otel_memory: heap gauges skipped: %r", exc)
                 return []
-            rows = census.top(self._config.profiling.top_n_classes)
-            return [
-                Observation(value(row.count, row.size), {ATTR_PYTHON_TYPE: row.name})
-                for row in rows
-            ]
+            return [Observation(value(row), {ATTR_PYTHON_TYPE: row.name}) for row in rows]
 
         return callback
 
     def idle_trend_callback(self, options: CallbackOptions) -> Iterable[Observation]:
-        """``process.memory.idle_trend``: bytes per hour, once there are two idle samples."""
+        """``otel_memory.idle_trend``: bytes per hour, once there are two idle samples."""
         if self.closed:
             return []
         slope = self.idle_trend.bytes_per_hour()
@@ -241,14 +401,22 @@ class MetricsHandle:
         """``python.heap.leak_suspects``: how many classes are suspects now."""
         if self.closed or self._profiler is None:
             return []
-        return [Observation(len(self._profiler.detector.suspects()))]
+        try:
+            return [Observation(len(self._profiler.detector.suspects()))]
+        except Exception as exc:  # the detector is another module's: never into the scrape
+            self._warn_once("suspects", "otel_memory: leak gauges skipped: %r", exc)
+            return []
 
     def growth_streak_callback(self, options: CallbackOptions) -> Iterable[Observation]:
         """``python.heap.growth_streak``: the streak of each suspect (at most top N of them)."""
         if self.closed or self._profiler is None:
             return []
-        suspects = self._profiler.detector.suspects()[: self._config.profiling.top_n_classes]
-        return [Observation(s.streak, {ATTR_PYTHON_TYPE: s.name}) for s in suspects]
+        try:
+            suspects = self._profiler.detector.suspects()[: self._config.profiling.top_n_classes]
+            return [Observation(s.streak, {ATTR_PYTHON_TYPE: s.name}) for s in suspects]
+        except Exception as exc:
+            self._warn_once("suspects", "otel_memory: leak gauges skipped: %r", exc)
+            return []
 
     def collections_callback(self, options: CallbackOptions) -> Iterable[Observation]:
         """``python.collection.size``: ``len()`` of each watched collection."""
@@ -269,13 +437,10 @@ class MetricsHandle:
         ]
 
 
-def _no_open_task() -> bool:
-    return not tasks.open_tasks
-
-
 @dataclass(frozen=True, slots=True)
 class _Instrument:
     name: str
+    kind: Literal["gauge", "updown"]
     unit: str
     description: str
 
@@ -283,28 +448,67 @@ class _Instrument:
 _INSTRUMENTS = {
     i.name: i
     for i in (
-        _Instrument(PROCESS_MEMORY_USAGE, "By", "The amount of physical memory in use (RSS)."),
-        _Instrument(PROCESS_MEMORY_VIRTUAL, "By", "The amount of committed virtual memory (VMS)."),
-        _Instrument(SYSTEM_MEMORY_AVAILABLE, "By", "Memory available without swapping."),
-        _Instrument(SYSTEM_MEMORY_FREE_RATIO, "1", "System available memory / total memory."),
-        _Instrument(PROCESS_MEMORY_IDLE_TREND, "By/h", "Slope of RSS while no task is open."),
-        _Instrument(PYTHON_COLLECTION_SIZE, "{item}", "len() of each watched collection."),
-        _Instrument(PYTHON_ASYNCIO_TASKS, "{task}", "Pending tasks of each watched asyncio loop."),
         _Instrument(
-            PYTHON_HEAP_OBJECTS,
-            "{object}",
-            "GC-tracked objects per class (top N by count and by size, plus other).",
+            PROCESS_MEMORY_USAGE, "updown", "By", "The amount of physical memory in use (RSS)."
         ),
         _Instrument(
-            PYTHON_HEAP_SIZE, "By", "Shallow size (sys.getsizeof) of GC-tracked objects per class."
+            PROCESS_MEMORY_VIRTUAL, "updown", "By", "The amount of committed virtual memory (VMS)."
+        ),
+        _Instrument(
+            SYSTEM_MEMORY_LINUX_AVAILABLE,
+            "updown",
+            "By",
+            "An estimate of how much memory is available for starting new applications, "
+            "without causing swapping (host MemAvailable).",
+        ),
+        _Instrument(
+            OTEL_MEMORY_LIMIT,
+            "updown",
+            "By",
+            "The effective memory limit: host MemTotal or a smaller cgroup limit.",
+        ),
+        _Instrument(
+            OTEL_MEMORY_AVAILABLE,
+            "updown",
+            "By",
+            "Effective available memory: host MemAvailable capped by the room under the limit.",
+        ),
+        _Instrument(
+            OTEL_MEMORY_FREE_RATIO, "gauge", "1", "Effective available / effective limit."
+        ),
+        _Instrument(
+            OTEL_MEMORY_IDLE_TREND, "gauge", "By/h", "Slope of RSS while no task is open."
+        ),
+        _Instrument(
+            PYTHON_COLLECTION_SIZE, "gauge", "{item}", "len() of each watched collection."
+        ),
+        _Instrument(
+            PYTHON_ASYNCIO_TASKS,
+            "gauge",
+            "{task}",
+            "Pending tasks of each watched asyncio loop.",
+        ),
+        _Instrument(
+            PYTHON_HEAP_OBJECTS,
+            "gauge",
+            "{object}",
+            "GC-tracked objects per class (a stable set of classes, plus other).",
+        ),
+        _Instrument(
+            PYTHON_HEAP_SIZE,
+            "gauge",
+            "By",
+            "Shallow size (sys.getsizeof) of GC-tracked objects per class.",
         ),
         _Instrument(
             PYTHON_HEAP_LEAK_SUSPECTS,
+            "gauge",
             "{class}",
-            "Classes whose object count grew in consecutive snapshots.",
+            "Classes the leak detector suspects.",
         ),
         _Instrument(
             PYTHON_HEAP_GROWTH_STREAK,
+            "gauge",
             "{snapshot}",
             "Consecutive growing snapshots of each leak-suspect class.",
         ),
@@ -343,16 +547,18 @@ def install_metrics(
     meter_provider: MeterProvider | None = None,
     reading_source: ReadingSource | None = None,
     profiler: Profiler | None = None,
-    is_idle: Callable[[], bool] = _no_open_task,
+    is_idle: Callable[[], bool] | None = None,
     take: Callable[[], HeapCensus] = take_census,
 ) -> MetricsHandle:
-    """Register the gauges on meter ``otel_memory``; ``close()`` the returned handle to stop.
+    """Register the instruments on meter ``otel_memory``; ``close()`` the returned handle to stop.
 
-    Memory, idle-trend and watched-collection gauges always report; the heap gauges only when
-    ``config.profiling.enabled``, and the leak gauges only when a running ``profiler`` (from
-    :func:`otel_memory.profiler.start_profiler`) is given, whose censuses the heap gauges then
-    reuse. ``reading_source`` defaults to the process-wide one, looked up every cycle. One handle
-    reports per meter provider: installing again replaces the previous handle.
+    Memory, limit, idle-trend and watched-collection instruments always report; the heap gauges
+    only when ``config.profiling.enabled``, and the leak gauges only when a running ``profiler``
+    (from :func:`otel_memory.profiler.start_profiler`) is given, whose censuses the heap gauges
+    then reuse. ``is_idle`` says whether no task is open (the idle trend samples RSS only then;
+    without it the trend reports nothing). ``reading_source`` defaults to the process-wide one,
+    looked up every cycle. One handle reports per meter provider: installing again replaces the
+    previous handle.
     """
     handle = MetricsHandle(config, reading_source, profiler, is_idle, take)
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
@@ -364,9 +570,75 @@ def install_metrics(
         for name in handle.callbacks:
             if name not in slot.registered:
                 spec = _INSTRUMENTS[name]
-                meter.create_observable_gauge(
-                    name, [slot.dispatcher(name)], unit=spec.unit, description=spec.description
+                create = (
+                    meter.create_observable_up_down_counter
+                    if spec.kind == "updown"
+                    else meter.create_observable_gauge
                 )
+                create(name, [slot.dispatcher(name)], unit=spec.unit, description=spec.description)
                 slot.registered.add(name)
         handle.slot, slot.handle = slot, handle
     return handle
+
+
+def _clean_name(name: object) -> str:
+    """A task name an exporter can encode: text, valid UTF-8 (lone surrogates escaped), bounded.
+
+    One unencodable attribute would fail the whole export batch, not just this point.
+    """
+    text = name if isinstance(name, str) else str(name)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:MAX_TASK_NAME_LENGTH]
+
+
+class TaskHistograms:
+    """``otel_memory.task.rss.growth`` and ``otel_memory.task.rss.retained``, one per provider.
+
+    Args:
+        meter_provider: where the histograms live; the global provider by default.
+        max_names: distinct task names recorded under their own name; later names become
+            ``other`` so the series count stays bounded.
+    """
+
+    def __init__(
+        self, meter_provider: MeterProvider | None = None, *, max_names: int = MAX_TASK_NAMES
+    ) -> None:
+        meter = metrics.get_meter(METER_NAME, __version__, meter_provider)
+        self.growth = meter.create_histogram(
+            OTEL_MEMORY_TASK_RSS_GROWTH,
+            unit="By",
+            description="RSS a task run grew above its start at its peak: max(0, peak - start).",
+            explicit_bucket_boundaries_advisory=TASK_RSS_BUCKETS,
+        )
+        self.retained = meter.create_histogram(
+            OTEL_MEMORY_TASK_RSS_RETAINED,
+            unit="By",
+            description="RSS a task run still held at its end: max(0, end - start).",
+            explicit_bucket_boundaries_advisory=TASK_RSS_BUCKETS,
+        )
+        self.max_names = max_names
+        self._names: set[str] = set()
+        self._lock = threading.Lock()
+        self._failed = False
+
+    def _attribute(self, name: str) -> str:
+        with self._lock:
+            if name in self._names:
+                return name
+            if len(self._names) < self.max_names:
+                self._names.add(name)
+                return name
+            return OTHER
+
+    def record(self, name: str, growth: int, retained: int, context: Context | None) -> None:
+        """Record one task run; ``context`` (the task span's) lets exemplars link to the trace.
+
+        Negative values count as 0. Never raises: a failure is logged once.
+        """
+        try:
+            attributes = {ATTR_TASK_NAME: self._attribute(_clean_name(name))}
+            self.growth.record(max(0, int(growth)), attributes, context=context)
+            self.retained.record(max(0, int(retained)), attributes, context=context)
+        except Exception as exc:  # instrumentation never raises into the host
+            if not self._failed:
+                self._failed = True
+                _log.warning("otel_memory: task histograms skipped: %r", exc)

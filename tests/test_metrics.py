@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
+import threading
 
 import psutil
 import pytest
@@ -15,7 +17,7 @@ from otel_memory import watched as watch
 from otel_memory.census import OTHER, HeapCensus, census_of, class_name, take_census
 from otel_memory.config import config_from_dict
 from otel_memory.profiler import Profiler
-from otel_memory.readings import MB
+from otel_memory.readings import MB, MemoryReading
 from otel_memory.testing import FakeReadingSource, reading
 
 
@@ -89,8 +91,9 @@ def test_memory_gauges_report_one_reading_per_cycle(reader, provider):
 
     assert first[m.PROCESS_MEMORY_USAGE][0].value == 100 * MB
     assert first[m.PROCESS_MEMORY_VIRTUAL][0].value == 300 * MB
-    assert first[m.SYSTEM_MEMORY_AVAILABLE][0].value == 512 * MB
-    assert first[m.SYSTEM_MEMORY_FREE_RATIO][0].value == pytest.approx(0.25)
+    assert first[m.OTEL_MEMORY_AVAILABLE][0].value == 512 * MB
+    assert first[m.OTEL_MEMORY_FREE_RATIO][0].value == pytest.approx(0.25)
+    assert first[m.OTEL_MEMORY_LIMIT][0].value == 2048 * MB
     assert second[m.PROCESS_MEMORY_USAGE][0].value == 150 * MB
 
 
@@ -109,7 +112,7 @@ def test_heap_gauges_count_a_local_class_exactly(reader, provider):
 
     keep = [Cached() for _ in range(1234)]
     m.install_metrics(
-        profiling(top_n=100_000), meter_provider=provider, reading_source=FakeReadingSource()
+        profiling(top_n=1000), meter_provider=provider, reading_source=FakeReadingSource()
     )
 
     points = collect(reader)
@@ -219,11 +222,11 @@ def test_idle_trend_is_the_rss_slope_while_no_task_is_open(reader, provider):
     )
 
     first = collect(reader)
-    assert m.PROCESS_MEMORY_IDLE_TREND not in first  # one sample is no trend
+    assert m.OTEL_MEMORY_IDLE_TREND not in first  # one sample is no trend
     collect(reader)
     third = collect(reader)
 
-    assert third[m.PROCESS_MEMORY_IDLE_TREND][0].value == pytest.approx(10 * MB)
+    assert third[m.OTEL_MEMORY_IDLE_TREND][0].value == pytest.approx(10 * MB)
 
 
 def test_busy_readings_do_not_feed_the_idle_trend(reader, provider):
@@ -295,7 +298,8 @@ def test_metric_names_are_unique_and_complete():
     constants = {
         value
         for key, value in vars(m).items()
-        if key.isupper() and isinstance(value, str) and value.count(".") >= 2
+        if key.startswith(("PROCESS_", "SYSTEM_MEMORY_", "OTEL_MEMORY_", "PYTHON_"))
+        and isinstance(value, str)
     }
     assert constants == set(m.METRIC_NAMES)
 
@@ -349,3 +353,288 @@ def test_a_failing_census_never_escapes_and_is_logged_once(reader, provider, cap
     assert m.PYTHON_HEAP_OBJECTS not in first
     assert m.PROCESS_MEMORY_USAGE in first
     assert len([r for r in caplog.records if "heap gauges skipped" in r.getMessage()]) == 1
+
+
+# --------------------------------------------------------------------------- SPEC v0.2
+
+
+def metric_objects(reader) -> dict[str, list]:
+    """{metric name: [Metric, ...]} of one collection, every scope (to count duplicates)."""
+    data = reader.get_metrics_data()
+    found: dict[str, list] = {}
+    for resource_metrics in data.resource_metrics if data else []:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                found.setdefault(metric.name, []).append(metric)
+    return found
+
+
+def test_semconv_names_are_up_down_counters_and_ours_have_their_types(reader, provider):
+    m.install_metrics(
+        profiling(enabled=False), meter_provider=provider, reading_source=FakeReadingSource()
+    )
+    [only] = [metric_objects(reader)]
+    kinds = {name: (type(ms[0].data).__name__, getattr(ms[0].data, "is_monotonic", None), ms[0].unit)
+             for name, ms in only.items()}  # fmt: skip
+
+    for name in (m.PROCESS_MEMORY_USAGE, m.PROCESS_MEMORY_VIRTUAL, m.SYSTEM_MEMORY_LINUX_AVAILABLE,
+                 m.OTEL_MEMORY_LIMIT, m.OTEL_MEMORY_AVAILABLE):  # fmt: skip
+        assert kinds[name] == ("Sum", False, "By"), name
+    assert kinds[m.OTEL_MEMORY_FREE_RATIO] == ("Gauge", None, "1")
+    assert "system.memory.free_ratio" not in kinds
+    assert "process.memory.idle_trend" not in kinds
+
+
+def test_limit_carries_its_source_and_linux_available_reports_the_host(reader, provider):
+    capped = MemoryReading(
+        timestamp=0.0, rss=100 * MB, vms=200 * MB, system_available=300 * MB,
+        system_total=512 * MB, host_available=6000 * MB, limit_source="cgroup_v2",
+    )  # fmt: skip
+    m.install_metrics(
+        profiling(enabled=False), meter_provider=provider, reading_source=FakeReadingSource([capped])
+    )
+
+    points = collect(reader)
+
+    [limit] = points[m.OTEL_MEMORY_LIMIT]
+    assert (limit.value, dict(limit.attributes)) == (512 * MB, {m.ATTR_LIMIT_SOURCE: "cgroup_v2"})
+    assert points[m.OTEL_MEMORY_AVAILABLE][0].value == 300 * MB
+    assert points[m.OTEL_MEMORY_FREE_RATIO][0].value == pytest.approx(300 / 512)
+    assert points[m.SYSTEM_MEMORY_LINUX_AVAILABLE][0].value == 6000 * MB
+
+
+def test_linux_available_is_the_effective_one_when_the_host_value_is_unknown(reader, provider):
+    m.install_metrics(
+        profiling(enabled=False),
+        meter_provider=provider,
+        reading_source=FakeReadingSource([reading(available_mb=700)]),
+    )
+    points = collect(reader)
+    assert points[m.SYSTEM_MEMORY_LINUX_AVAILABLE][0].value == 700 * MB
+    assert by_attribute(points[m.OTEL_MEMORY_LIMIT], m.ATTR_LIMIT_SOURCE) == {"host": 2048 * MB}
+
+
+@pytest.fixture
+def system_metrics():
+    """opentelemetry-instrumentation-system-metrics (a process-wide singleton), undone after."""
+    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+
+    started = []
+
+    def instrument(provider, config=None):
+        instrumentor = SystemMetricsInstrumentor(config=config)
+        if config is not None:
+            instrumentor._config = config  # the singleton keeps its first __init__'s config
+        instrumentor.instrument(meter_provider=provider)
+        started.append(instrumentor)
+
+    yield instrument
+    for instrumentor in started:
+        instrumentor.uninstrument()
+    SystemMetricsInstrumentor._instance = None
+
+
+@pytest.mark.parametrize("system_metrics_first", [True, False])
+def test_each_semconv_name_arrives_once_next_to_system_metrics(
+    reader, provider, system_metrics, system_metrics_first
+):
+    if system_metrics_first:
+        system_metrics(provider)
+    m.install_metrics(
+        profiling(enabled=False), meter_provider=provider, reading_source=FakeReadingSource()
+    )
+    if not system_metrics_first:
+        system_metrics(provider)
+
+    found = metric_objects(reader)
+
+    for name in (m.PROCESS_MEMORY_USAGE, m.PROCESS_MEMORY_VIRTUAL):
+        [metric] = found[name]  # exactly one
+        assert type(metric.data).__name__ == "Sum"
+        assert len(metric.data.data_points) == 1
+    # the names system-metrics does not export are still ours
+    assert len(found[m.SYSTEM_MEMORY_LINUX_AVAILABLE]) == 1
+    assert len(found[m.OTEL_MEMORY_LIMIT]) == 1
+
+
+def test_ours_report_when_system_metrics_leaves_the_name_out(reader, provider, system_metrics):
+    system_metrics(provider, config={"system.memory.usage": ["used"]})
+    m.install_metrics(
+        profiling(enabled=False),
+        meter_provider=provider,
+        reading_source=FakeReadingSource([reading(rss_mb=123)]),
+    )
+    points = collect(reader)
+    assert points[m.PROCESS_MEMORY_USAGE][0].value == 123 * MB
+
+
+def test_system_metrics_detection_follows_instrument_and_uninstrument(provider, system_metrics):
+    assert not m.system_metrics_exports(m.PROCESS_MEMORY_USAGE)
+    system_metrics(provider)
+    assert m.system_metrics_exports(m.PROCESS_MEMORY_USAGE)
+    assert not m.system_metrics_exports(m.SYSTEM_MEMORY_LINUX_AVAILABLE)
+
+
+# --------------------------------------------------------------------------- stable classes
+
+
+def churning_censuses(cycles: int, classes: int = 40):
+    """Censuses whose top class changes every time: class i leads in census i."""
+    for i in range(cycles):
+        counts = {f"app.C{k}": 10 + (1000 if k == i % classes else k % 3) for k in range(classes)}
+        yield HeapCensus(counts=counts, sizes={name: n * 8 for name, n in counts.items()})
+
+
+def test_heap_classes_do_not_churn_when_the_ranking_does(reader, provider):
+    censuses = churning_censuses(30)
+    m.install_metrics(
+        profiling(top_n=2),
+        meter_provider=provider,
+        reading_source=FakeReadingSource(),
+        take=lambda: next(censuses),
+    )
+
+    seen: list[set[str]] = []
+    for _ in range(30):
+        seen.append(set(by_attribute(collect(reader)[m.PYTHON_HEAP_OBJECTS], m.ATTR_PYTHON_TYPE)))
+
+    everything = set().union(*seen)
+    # bounded: at most 2 * top_n classes, plus other, over the whole run
+    assert len(everything - {OTHER}) <= 4 + 30 // m.STABLE_CLASS_HOLD * 4
+    # stable: a class reported once is reported in every later cycle until it may be replaced
+    for before, after in itertools.pairwise(seen[: m.STABLE_CLASS_HOLD + 1]):
+        assert before <= after
+
+
+def test_heap_series_still_add_up_to_the_census_totals(reader, provider):
+    censuses = list(churning_censuses(5))
+    script = iter(censuses)
+    m.install_metrics(
+        profiling(top_n=1),
+        meter_provider=provider,
+        reading_source=FakeReadingSource(),
+        take=lambda: next(script),
+    )
+    for census in censuses:
+        points = collect(reader)
+        objects = by_attribute(points[m.PYTHON_HEAP_OBJECTS], m.ATTR_PYTHON_TYPE)
+        sizes = by_attribute(points[m.PYTHON_HEAP_SIZE], m.ATTR_PYTHON_TYPE)
+        assert sum(objects.values()) == census.total_objects
+        assert sum(sizes.values()) == census.total_size
+
+
+def test_a_class_that_leaves_the_heap_leaves_the_set_and_a_stale_one_makes_room():
+    classes = m.StableClasses(top_n=1, capacity=2, hold=2)
+
+    def census(**counts):
+        return HeapCensus(counts=counts, sizes=counts)
+
+    classes.rows(census(a=10, b=1, c=1))
+    classes.rows(census(a=1, b=10, c=1))
+    assert classes.reported == {"a", "b"}
+    classes.rows(census(a=1, b=1, c=10))  # full, a was top one census ago: c waits in other
+    assert classes.reported == {"a", "b"}
+    classes.rows(census(a=1, b=1, c=10))
+    classes.rows(census(a=1, b=1, c=10))  # a has been out of the top for 3 > hold censuses
+    assert classes.reported == {"b", "c"}
+    classes.rows(census(c=5, d=10))  # b is gone from the heap: its place is free at once
+    assert classes.reported == {"c", "d"}
+
+
+def test_one_census_update_per_census_whatever_the_number_of_gauges():
+    classes = m.StableClasses(top_n=1, capacity=1, hold=1)
+    first = HeapCensus(counts={"a": 10, "b": 1}, sizes={"a": 1, "b": 1})
+    assert classes.rows(first) is classes.rows(first)
+
+
+# --------------------------------------------------------------------------- task histograms
+
+
+def histogram_points(reader) -> dict[str, list]:
+    return {
+        name: points
+        for name, points in collect(reader).items()
+        if name in (m.OTEL_MEMORY_TASK_RSS_GROWTH, m.OTEL_MEMORY_TASK_RSS_RETAINED)
+    }
+
+
+def test_task_histograms_link_to_the_task_span_from_another_thread(reader, provider):
+    from opentelemetry import trace
+
+    histograms = m.TaskHistograms(provider)
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("Nations Dump") as span:
+        task_context = trace.set_span_in_context(span)
+    # WHEN the monitor records after the span ended, from its own thread
+    worker = threading.Thread(
+        target=histograms.record, args=("Nations Dump", 300 * MB, 12 * MB, task_context)
+    )
+    worker.start()
+    worker.join()
+
+    points = histogram_points(reader)
+
+    for name, value in ((m.OTEL_MEMORY_TASK_RSS_GROWTH, 300 * MB),
+                        (m.OTEL_MEMORY_TASK_RSS_RETAINED, 12 * MB)):  # fmt: skip
+        [point] = points[name]
+        assert dict(point.attributes) == {m.ATTR_TASK_NAME: "Nations Dump"}
+        assert point.sum == value
+        [exemplar] = point.exemplars
+        assert exemplar.trace_id == span.get_span_context().trace_id
+        assert exemplar.span_id == span.get_span_context().span_id
+        assert list(point.explicit_bounds) == list(m.TASK_RSS_BUCKETS)
+    assert m.TASK_RSS_BUCKETS[0] == MB and m.TASK_RSS_BUCKETS[-1] == 4096 * MB
+
+
+def test_without_a_span_context_there_is_no_exemplar(reader, provider):
+    m.TaskHistograms(provider).record("job", 5 * MB, 0, None)
+    [point] = histogram_points(reader)[m.OTEL_MEMORY_TASK_RSS_GROWTH]
+    assert point.exemplars == []
+
+
+def test_task_names_are_bounded_then_other_and_values_never_negative(reader, provider):
+    histograms = m.TaskHistograms(provider)
+    for i in range(m.MAX_TASK_NAMES + 5):
+        histograms.record(f"task {i}", -5, -1, None)
+    histograms.record("task 0", MB, MB, None)
+
+    points = histogram_points(reader)[m.OTEL_MEMORY_TASK_RSS_GROWTH]
+
+    names = {p.attributes[m.ATTR_TASK_NAME]: p for p in points}
+    assert len(names) == m.MAX_TASK_NAMES + 1
+    assert names[OTHER].count == 5
+    assert names["task 0"].count == 2 and names["task 0"].sum == MB
+    assert names["task 1"].min == 0
+
+
+@pytest.mark.parametrize("name", ["import \udcff.csv", b"bytes", None, "x" * 10_000, "a\x00b"])
+def test_hostile_task_names_are_recorded_and_exportable(reader, provider, name):
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    m.TaskHistograms(provider).record(name, MB, MB, None)
+    data = reader.get_metrics_data()
+
+    encode_metrics(data).SerializeToString()  # one bad string would fail the whole batch
+    [point] = [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == m.OTEL_MEMORY_TASK_RSS_GROWTH
+        for p in metric.data.data_points
+    ]
+    assert len(point.attributes[m.ATTR_TASK_NAME]) <= m.MAX_TASK_NAME_LENGTH
+
+
+def test_a_broken_histogram_never_raises_and_is_logged_once(provider, caplog):
+    histograms = m.TaskHistograms(provider)
+
+    class Broken:
+        def record(self, *args, **kwargs):
+            raise RuntimeError("exporter broke")
+
+    histograms.growth = Broken()
+    with caplog.at_level(logging.WARNING, logger="otel_memory"):
+        histograms.record("job", MB, MB, None)
+        histograms.record("job", MB, MB, None)
+    assert len([r for r in caplog.records if "task histograms" in r.getMessage()]) == 1
