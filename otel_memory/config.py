@@ -8,7 +8,9 @@
 Every key is optional. ``OTEL_PYTHON_MEMORY_<SECTION>_<KEY>`` overrides one key (see
 :mod:`otel_memory.environment_variables`). Every value is checked in one place,
 :func:`_build`, against the type and the bounds declared on the field; a bad value or an unknown
-key raises :class:`ConfigError` naming the key path, the value and the rule.
+key raises :class:`ConfigError` naming the key path, the value and the rule. Every number has
+a maximum as well as a minimum (a 1e10-second interval would overflow the thread's wait), NaN
+and infinity are refused, and so are paths that the OS cannot take (NUL, unencodable text).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,9 +40,45 @@ class ConfigError(ValueError):
         self.value = value
 
 
-def _rule(*, minimum: float | None = None, maximum: float | None = None, doc: str = "") -> Any:
-    """Field metadata: the bounds :func:`_build` enforces and a line for the docs."""
-    return {"minimum": minimum, "maximum": maximum, "doc": doc}
+def _rule(
+    *, minimum: float | None = None, maximum: float | None = None, path: bool = False
+) -> Any:
+    """Field metadata: the bounds :func:`_build` enforces; ``path``: the OS must accept it."""
+    return {"minimum": minimum, "maximum": maximum, "path": path}
+
+
+DAY_SECONDS = 86_400
+"""Longest interval between periodic lines or snapshots: a day (threads wait far below
+``threading.TIMEOUT_MAX``, and every daily log gets at least one ``---`` line)."""
+MAX_MB = 1 << 30
+"""Largest memory size in MB (1 PiB): far above any machine, far below float trouble."""
+MAX_DAYS = 36_500
+"""Longest retention, a hundred years: "keep" without overflowing date arithmetic."""
+MAX_TOP_N = 1_000
+"""Most allocation sites listed on a span: each is an entry of three array attributes."""
+MAX_CLASSES = 100_000
+"""Most classes listed by the census: more classes than a process holds, so "all" still fits."""
+
+
+class ExportLogs(str, Enum):
+    """Which daily-log lines also leave as OTel log records (``memory_monitor.export_logs``).
+
+    v0.1's booleans still work: ``true`` is :attr:`ALL`, ``false`` is :attr:`NONE`. The truth
+    value says whether anything is exported at all (only :attr:`NONE` is false).
+    """
+
+    EVENTS = "events"
+    """``---`` lines and the events (thresholds, leak suspects, previous run, allocations)."""
+    ALL = "all"
+    """Also every START and END line."""
+    NONE = "none"
+    """Nothing; the daily file still has every line."""
+
+    def __bool__(self) -> bool:
+        return self is not ExportLogs.NONE
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +86,38 @@ class Thresholds:
     """Memory levels that the CLI, alerts and the dashboard compare against.
 
     Args:
-        rss_warning_mb: RSS above this is a warning (MB).
-        rss_critical_mb: RSS above this is critical, the host may kill the process (MB).
-        system_available_min_mb: system available below this is a warning (MB).
-        system_free_min_percent: system free below this percentage is a warning.
+        rss_warning_mb: RSS above this is a warning (MB, 1 to 2**30).
+        rss_critical_mb: RSS above this is critical, the host may kill the process (MB, 1 to
+            2**30, not below ``rss_warning_mb``).
+        system_available_min_mb: system available below this is a warning (MB, 0 to 2**30).
+        system_free_min_percent: system free below this percentage is a warning (0 to 100).
     """
 
-    rss_warning_mb: float = field(default=1000.0, metadata=_rule(minimum=1))
-    rss_critical_mb: float = field(default=1500.0, metadata=_rule(minimum=1))
-    system_available_min_mb: float = field(default=500.0, metadata=_rule(minimum=0))
+    rss_warning_mb: float = field(default=1000.0, metadata=_rule(minimum=1, maximum=MAX_MB))
+    rss_critical_mb: float = field(default=1500.0, metadata=_rule(minimum=1, maximum=MAX_MB))
+    system_available_min_mb: float = field(
+        default=500.0, metadata=_rule(minimum=0, maximum=MAX_MB)
+    )
     system_free_min_percent: float = field(default=25.0, metadata=_rule(minimum=0, maximum=100))
+
+
+@dataclass(frozen=True, slots=True)
+class DeepCaptureConfig:
+    """Where a task that keeps growing allocates, traced with ``tracemalloc`` (SPEC: Events).
+
+    Args:
+        enabled: trace tasks that outgrow their start by ``rss_growth_mb``, and the next run of
+            a task with the same name from its start.
+        rss_growth_mb: RSS growth above a task's start that starts tracing (MB, 1 to 2**30).
+        top_n: allocation sites reported on the span, largest first (1 to 1,000).
+        frames: frames ``tracemalloc`` keeps per allocation (1 to 100); above 1 a site names
+            its callers too, at a higher cost while tracing.
+    """
+
+    enabled: bool = False
+    rss_growth_mb: float = field(default=200.0, metadata=_rule(minimum=1, maximum=MAX_MB))
+    top_n: int = field(default=10, metadata=_rule(minimum=1, maximum=MAX_TOP_N))
+    frames: int = field(default=1, metadata=_rule(minimum=1, maximum=100))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,22 +126,32 @@ class MemoryMonitorConfig:
 
     Args:
         enabled: run the monitor (periodic lines, daily log, gauges) on ``start()``.
-        interval_seconds: seconds between periodic ``---`` lines.
-        sample_interval_ms: how often RSS is sampled for ``memory.rss.peak`` while a task runs.
+        interval_seconds: seconds between periodic ``---`` lines (1 to 86,400: a day).
+        sample_interval_ms: how often RSS is sampled for ``memory.rss.peak`` while a task runs
+            (1 to 60,000).
         log_dir: directory of the daily ``memory_YYYYMMDD.log`` files; empty string: no file.
-        retention_days: daily logs older than this are gzip-archived; 0 keeps them as they are.
-        delete_archives_after_days: archived logs older than this are deleted; 0 never deletes.
-        export_logs: also send every line as an OpenTelemetry log record.
+        retention_days: daily logs older than this are gzip-archived; 0 keeps them as they are
+            (0 to 36,500).
+        delete_archives_after_days: archived logs older than this are deleted; 0 never deletes
+            (0 to 36,500).
+        export_logs: which lines also leave as OpenTelemetry log records: ``events``
+            (default), ``all`` or ``none``; ``true``/``false`` mean ``all``/``none``.
+        deep_capture: ``tracemalloc`` allocation sites of tasks that keep growing.
         thresholds: warning and critical levels.
     """
 
     enabled: bool = True
-    interval_seconds: float = field(default=120.0, metadata=_rule(minimum=1))
+    interval_seconds: float = field(
+        default=120.0, metadata=_rule(minimum=1, maximum=DAY_SECONDS)
+    )
     sample_interval_ms: int = field(default=100, metadata=_rule(minimum=1, maximum=60_000))
-    log_dir: str = "logs"
-    retention_days: int = field(default=30, metadata=_rule(minimum=0))
-    delete_archives_after_days: int = field(default=0, metadata=_rule(minimum=0))
-    export_logs: bool = True
+    log_dir: str = field(default="logs", metadata=_rule(path=True))
+    retention_days: int = field(default=30, metadata=_rule(minimum=0, maximum=MAX_DAYS))
+    delete_archives_after_days: int = field(
+        default=0, metadata=_rule(minimum=0, maximum=MAX_DAYS)
+    )
+    export_logs: ExportLogs = ExportLogs.EVENTS
+    deep_capture: DeepCaptureConfig = field(default_factory=DeepCaptureConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
@@ -90,15 +161,17 @@ class MemoryProfilingConfig:
 
     Args:
         enabled: take a census every ``interval_seconds`` and export the heap gauges.
-        interval_seconds: seconds between snapshots.
-        top_n_classes: classes listed by count and by size; the rest are ``other``.
-        leak_snapshots: a class whose count grows in this many consecutive snapshots is a suspect.
+        interval_seconds: seconds between snapshots (10 to 86,400: a day).
+        top_n_classes: classes listed by count and by size; the rest are ``other`` (1 to
+            100,000).
+        leak_snapshots: a class whose count grows in this many consecutive snapshots is a suspect
+            (2 to 1,000).
     """
 
     enabled: bool = False
-    interval_seconds: float = field(default=60.0, metadata=_rule(minimum=10))
-    top_n_classes: int = field(default=50, metadata=_rule(minimum=1))
-    leak_snapshots: int = field(default=3, metadata=_rule(minimum=2))
+    interval_seconds: float = field(default=60.0, metadata=_rule(minimum=10, maximum=DAY_SECONDS))
+    top_n_classes: int = field(default=50, metadata=_rule(minimum=1, maximum=MAX_CLASSES))
+    leak_snapshots: int = field(default=3, metadata=_rule(minimum=2, maximum=1_000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,22 +279,31 @@ def _describe(value: object) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+def _env_bool(raw: str) -> bool | None:
+    """``true``/``false`` in any of their accepted spellings, else None."""
+    lowered = raw.strip().lower()
+    return True if lowered in _TRUE else False if lowered in _FALSE else None
+
+
 def _coerce_env(value: _EnvValue, kind: type, path: str) -> object:
     """Turn an environment string into ``kind``, or raise naming variable and key."""
     raw = value.raw.strip()
     where = f"{path} (from {value.variable})"
     if kind is bool:
-        if raw.lower() in _TRUE:
-            return True
-        if raw.lower() in _FALSE:
-            return False
-        raise ConfigError(
-            f"{where} must be a boolean (true/false), got {value.raw!r}", path, value.raw
-        )
+        parsed = _env_bool(raw)
+        if parsed is None:
+            raise ConfigError(
+                f"{where} must be a boolean (true/false), got {value.raw!r}", path, value.raw
+            )
+        return parsed
+    if issubclass(kind, Enum):
+        # v0.1 took a boolean here: its spellings keep their meaning, _check_choice maps them
+        parsed = _env_bool(raw)
+        return raw if parsed is None else parsed
     if kind in (int, float):
         try:
             return kind(raw)
-        except ValueError:
+        except (ValueError, OverflowError):
             noun = "an integer" if kind is int else "a number"
             message = f"{where} must be {noun}, got {value.raw!r}"
             raise ConfigError(message, path, value.raw) from None
@@ -234,26 +316,61 @@ def _check_leaf(value: object, kind: type, path: str, rule: Mapping[str, Any]) -
     if isinstance(value, _EnvValue):
         where, shown = f"{path} (from {value.variable})", value.raw
         value = _coerce_env(value, kind, path)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be a boolean, got {_describe(value)}", path, value)
-    elif kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {_describe(value)}", path, value)
-    elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number, got {_describe(value)}", path, value)
-        if not math.isfinite(value):
-            raise ConfigError(f"{where} must be a finite number, got {value!r}", path, value)
-        value = float(value)
-    elif kind is str and not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string, got {_describe(value)}", path, value)
+    if issubclass(kind, Enum):
+        return _check_choice(value, kind, where, path, shown)
+    if kind is float:
+        value = _check_number(value, where, path, shown)
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {_describe(value)}", path, value)
+        if rule.get("path"):
+            _check_path(value, where, path)
+    elif isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind):
+        noun = "a boolean" if kind is bool else "an integer"
+        raise ConfigError(f"{where} must be {noun}, got {_describe(value)}", path, value)
     minimum, maximum = rule.get("minimum"), rule.get("maximum")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{where} must be >= {minimum:g}, got {shown}", path, shown)
     if maximum is not None and value > maximum:
         raise ConfigError(f"{where} must be <= {maximum:g}, got {shown}", path, shown)
     return value
+
+
+def _check_number(value: object, where: str, path: str, shown: object) -> float:
+    """A finite int or float (never a bool), as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where} must be a number, got {_describe(value)}", path, value)
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        finite = False
+    if not finite:
+        raise ConfigError(f"{where} must be a finite number, got {shown!r}", path, shown)
+    return float(value)
+
+
+def _check_path(value: str, where: str, path: str) -> None:
+    """Refuse a path that every file call would reject later, inside ``start()``."""
+    if "\0" in value:
+        raise ConfigError(f"{where} must not contain a NUL character, got {value!r}", path, value)
+    try:
+        os.fsencode(value)
+    except UnicodeError:
+        raise ConfigError(
+            f"{where} must be encodable as a file name, got {value!r}", path, value
+        ) from None
+
+
+def _check_choice(value: object, kind: type[Enum], where: str, path: str, shown: object) -> Enum:
+    """One of ``kind``'s values (any case); ``true``/``false`` where the enum allows them."""
+    if isinstance(value, bool) and kind is ExportLogs:
+        return ExportLogs.ALL if value else ExportLogs.NONE
+    if isinstance(value, str):
+        for member in kind:
+            if value.strip().lower() == member.value:
+                return member
+    choices = " | ".join(str(member.value) for member in kind)
+    raise ConfigError(f"{where} must be one of {choices}, got {shown!r}", path, shown)
 
 
 def _build(cls: type[_T], data: object, prefix: str = "") -> _T:
@@ -302,10 +419,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         message = f"cannot read config file {path}: {exc.strerror or exc}"
         raise ConfigError(message, str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})", str(path)
+        ) from exc
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc}", str(path)) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}", str(path)) from exc
+    except RecursionError as exc:  # PyYAML recurses once per nesting level
+        raise ConfigError(f"config file {path} is nested too deeply", str(path)) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

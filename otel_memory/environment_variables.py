@@ -14,19 +14,19 @@ OTEL_PYTHON_MEMORY_PROFILING_ENABLED = "OTEL_PYTHON_MEMORY_PROFILING_ENABLED"
 """``memory_profiling.enabled``: take heap censuses (snapshot log, heap gauges, leak suspects)."""
 
 OTEL_PYTHON_MEMORY_PROFILING_INTERVAL_SECONDS = "OTEL_PYTHON_MEMORY_PROFILING_INTERVAL_SECONDS"
-"""``memory_profiling.interval_seconds``: seconds between snapshots (>= 10)."""
+"""``memory_profiling.interval_seconds``: seconds between snapshots (10 to 86,400)."""
 
 OTEL_PYTHON_MEMORY_PROFILING_TOP_N_CLASSES = "OTEL_PYTHON_MEMORY_PROFILING_TOP_N_CLASSES"
-"""``memory_profiling.top_n_classes``: classes listed by count and by size (>= 1)."""
+"""``memory_profiling.top_n_classes``: classes listed by count and by size (1 to 100,000)."""
 
 OTEL_PYTHON_MEMORY_PROFILING_LEAK_SNAPSHOTS = "OTEL_PYTHON_MEMORY_PROFILING_LEAK_SNAPSHOTS"
-"""``memory_profiling.leak_snapshots``: consecutive growing snapshots that make a suspect (>= 2)."""
+"""``memory_profiling.leak_snapshots``: growing snapshots in a row that make a suspect (2-1,000)."""
 
 OTEL_PYTHON_MEMORY_MONITOR_ENABLED = "OTEL_PYTHON_MEMORY_MONITOR_ENABLED"
 """``memory_monitor.enabled``: periodic lines, daily log and gauges on ``start()``."""
 
 OTEL_PYTHON_MEMORY_MONITOR_INTERVAL_SECONDS = "OTEL_PYTHON_MEMORY_MONITOR_INTERVAL_SECONDS"
-"""``memory_monitor.interval_seconds``: seconds between periodic ``---`` lines (>= 1)."""
+"""``memory_monitor.interval_seconds``: seconds between periodic ``---`` lines (1 to 86,400)."""
 
 OTEL_PYTHON_MEMORY_MONITOR_SAMPLE_INTERVAL_MS = "OTEL_PYTHON_MEMORY_MONITOR_SAMPLE_INTERVAL_MS"
 """``memory_monitor.sample_interval_ms``: RSS sampling period for task peaks, milliseconds."""
@@ -43,7 +43,22 @@ OTEL_PYTHON_MEMORY_MONITOR_DELETE_ARCHIVES_AFTER_DAYS = (
 """``memory_monitor.delete_archives_after_days``: delete archives older than this (0: never)."""
 
 OTEL_PYTHON_MEMORY_MONITOR_EXPORT_LOGS = "OTEL_PYTHON_MEMORY_MONITOR_EXPORT_LOGS"
-"""``memory_monitor.export_logs``: also send each line as an OpenTelemetry log record."""
+"""``memory_monitor.export_logs``: lines sent as OTel log records: ``events``, ``all`` or ``none``
+(a boolean still works: true = ``all``, false = ``none``)."""
+
+OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_ENABLED = "OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_ENABLED"
+"""``memory_monitor.deep_capture.enabled``: trace where growing tasks allocate (tracemalloc)."""
+
+OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_RSS_GROWTH_MB = (
+    "OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_RSS_GROWTH_MB"
+)
+"""``memory_monitor.deep_capture.rss_growth_mb``: task RSS growth that starts tracing, MB (>= 1)."""
+
+OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_TOP_N = "OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_TOP_N"
+"""``memory_monitor.deep_capture.top_n``: allocation sites reported per task (1 to 1,000)."""
+
+OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_FRAMES = "OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_FRAMES"
+"""``memory_monitor.deep_capture.frames``: frames kept per allocation (1 to 100)."""
 
 OTEL_PYTHON_MEMORY_MONITOR_THRESHOLDS_RSS_WARNING_MB = (
     "OTEL_PYTHON_MEMORY_MONITOR_THRESHOLDS_RSS_WARNING_MB"
