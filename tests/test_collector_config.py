@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_memory import attributes
 from otel_memory.config import Thresholds, config_from_dict
-from otel_memory.metrics import METER_NAME, install_metrics
+from otel_memory.metrics import METER_NAME, TaskHistograms, install_metrics
 from otel_memory.profiler import Profiler
 from otel_memory.readings import MB
 from otel_memory.testing import FakeReadingSource, reading
@@ -82,8 +82,10 @@ def prometheus_name(name: str, unit: str, kind: str = "gauge", monotonic: bool =
 @pytest.mark.parametrize(
     ("name", "unit", "kind", "monotonic", "expected"),
     [
-        ("process.memory.usage", "By", "gauge", False, "process_memory_usage_bytes"),
-        ("system.memory.free_ratio", "1", "gauge", False, "system_memory_free_ratio"),
+        ("process.memory.usage", "By", "sum", False, "process_memory_usage_bytes"),
+        ("otel_memory.free_ratio", "1", "gauge", False, "otel_memory_free_ratio"),
+        ("otel_memory.task.rss.growth", "By", "histogram", False,
+         "otel_memory_task_rss_growth_bytes"),
         ("system.memory.utilization", "1", "gauge", False, "system_memory_utilization_ratio"),
         ("python.heap.objects", "{object}", "gauge", False, "python_heap_objects"),
         ("process.memory.idle_trend", "By/h", "gauge", False,
@@ -100,7 +102,8 @@ def exported_prometheus_names() -> dict[str, str]:
     """``prometheus name -> OTel name`` of every metric the package exports with everything on.
 
     The real instruments of :func:`install_metrics` (heap gauges and leak gauges included),
-    collected twice by an in-memory reader so that the idle trend has two samples.
+    collected twice by an in-memory reader so that the idle trend has two samples, and the task
+    histograms with one recorded run.
     """
     config = config_from_dict({"general": {"monitoring": {"memory_profiling": {"enabled": True}}}})
     reader = InMemoryMetricReader()
@@ -109,8 +112,13 @@ def exported_prometheus_names() -> dict[str, str]:
     profiler.snapshot()
     source = FakeReadingSource([reading(timestamp=0), reading(rss_mb=101, timestamp=60)])
     handle = install_metrics(
-        config, meter_provider=provider, reading_source=source, profiler=profiler
+        config,
+        meter_provider=provider,
+        reading_source=source,
+        profiler=profiler,
+        is_idle=lambda: True,
     )
+    TaskHistograms(provider).record("Nations Dump", 300 * MB, 10 * MB, None)
     try:
         reader.collect()  # the first idle sample; the trend needs two
         data = reader.get_metrics_data()
@@ -132,15 +140,21 @@ def exported_prometheus_names() -> dict[str, str]:
 
 # --------------------------------------------------------------------------- what the files use
 
-_METRIC_PREFIXES = ("process_", "system_", "python_")
+_METRIC_PREFIXES = ("process_", "system_", "python_", "otel_memory_")
 
 
 def metric_names_in_promql(expr: str) -> set[str]:
-    """Metric names in a PromQL expression (ours all start with process_/system_/python_)."""
+    """Metric names in a PromQL expression (ours all start with process_/system_/python_/
+    otel_memory_); a histogram's ``_bucket``/``_sum``/``_count`` series count as the histogram."""
     expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^]]*\]", "", expr)  # range selectors
     expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
     tokens = re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr)
-    return {token for token in tokens if token.startswith(_METRIC_PREFIXES)}
+    return {
+        re.sub(r"_(bucket|sum|count)$", "", token)
+        for token in tokens
+        if token.startswith(_METRIC_PREFIXES)
+    }
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -267,8 +281,13 @@ def test_compose_mounts_exist_and_configs_are_mounted():
             if flag_value and "config" in arg and not flag_value[1].startswith("/etc/loki/"):
                 assert _is_mounted(flag_value[1], _mounts(service)), f"{name}: {arg}"
     prometheus_mounts = _mounts(services["prometheus"])
+    [config_flag] = [arg for arg in services["prometheus"]["command"] if "--config.file=" in arg]
+    config_dir = PurePosixPath(config_flag.split("=", 1)[1]).parent
     for rule_file in PROMETHEUS["rule_files"]:
-        assert _is_mounted(rule_file, prometheus_mounts), rule_file
+        # relative to the config file, so the same prometheus.yml works here and in the container
+        assert not rule_file.startswith("/"), rule_file
+        assert (CONFIG_DIR / rule_file).is_file(), rule_file
+        assert _is_mounted(str(config_dir / rule_file), prometheus_mounts), rule_file
     grafana_mounts = _mounts(services["grafana"])
     for provider in DASHBOARD_PROVIDERS["providers"]:
         assert _is_mounted(provider["options"]["path"], grafana_mounts)
@@ -287,6 +306,9 @@ def test_alert_thresholds_are_the_config_defaults():
     assert threshold("SystemMemoryAvailableLow") == defaults.system_available_min_mb * MB
     assert threshold("SystemMemoryFreeLow") == defaults.system_free_min_percent / 100
     assert threshold("PythonHeapLeakSuspects") == 0
+    assert threshold("ProcessRSSNearLimit") == 0.8
+    assert threshold("ProcessRSSAtLimit") == 0.9
+    assert "otel_memory_limit_bytes" in rules["ProcessRSSNearLimit"]["expr"]
     assert {rule["labels"]["severity"] for rule in rules.values()} == {"warning", "critical"}
 
 
@@ -300,11 +322,21 @@ def test_alerts_and_dashboard_query_metrics_the_package_exports():
         "process_memory_usage_bytes",
         "process_memory_virtual_bytes",
         "system_memory_linux_available_bytes",
-        "system_memory_free_ratio",
+        "otel_memory_available_bytes",
+        "otel_memory_free_ratio",
+        "otel_memory_limit_bytes",
+        "otel_memory_idle_trend_bytes_per_hour",
+        "otel_memory_task_rss_growth_bytes",
+        "otel_memory_task_rss_retained_bytes",
         "python_heap_objects",
         "python_heap_size_bytes",
         "python_heap_leak_suspects",
     } <= prometheus_names_used()["otel-memory.json"]
+    # v0.1 names that sat in namespaces the semantic conventions own are gone everywhere
+    for source, names in prometheus_names_used().items():
+        assert not names & {"system_memory_free_ratio", "process_memory_idle_trend_bytes_per_hour"}, (
+            source
+        )
 
 
 def test_dashboard_uses_provisioned_datasources_and_real_attributes():
