@@ -12,6 +12,14 @@ SYSTEM_AVAILABLE_END = "memory.system.available.end"
 SYSTEM_FREE_RATIO_START = "memory.system.free_ratio.start"
 SYSTEM_FREE_RATIO_END = "memory.system.free_ratio.end"
 TASK_END_LABEL = "memory.task.end_label"
+TASK_END_REASON = "memory.task.end_reason"
+"""Only when the package ended the task: ``replaced``, ``owner_finished``, ``monitor_stopped``."""
+LIMIT = "memory.limit"
+"""The effective memory limit at the task's start, bytes (SPEC: Memory limit)."""
+
+END_REPLACED = "replaced"
+END_OWNER_FINISHED = "owner_finished"
+END_MONITOR_STOPPED = "monitor_stopped"
 
 # On log records (the daily log's events): one reading and what the line says about it.
 LOG_MARKER = "memory.marker"

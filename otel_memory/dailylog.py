@@ -1,67 +1,92 @@
 """The daily memory log: ``{log_dir}/memory_YYYYMMDD.log``, one line per event, byte for byte.
 
-    handler = DailyLogHandler("logs")
-    logging.getLogger("otel_memory").addHandler(handler)
+    writer = DailyLogWriter("logs")
+    writer.write_lines([(reading.timestamp, format_message(Marker.CHECK, "Idle", reading))])
 
-Only records that carry a memory event (see :func:`otel_memory.tasks.emit_line`) are written;
-the package's own diagnostics never reach the file. Each line goes to the file of its own local
-date, so the switch at midnight needs no timer. Every line is one ``os.write`` on a descriptor
-opened with ``O_APPEND``, so concurrent writers, threads or processes, never split a line.
+Each line goes to the file of its own local date, so the switch at midnight needs no timer.
+Lines of one batch that share a file leave in one ``os.write`` on a descriptor opened with
+``O_APPEND``, so concurrent writers, threads or processes, never split a line. The writer does
+not go through :mod:`logging`: the host's logging configuration neither silences the file nor
+receives its lines. A failing write (ENOSPC, EFBIG, a removed directory) is reported once per
+episode, and once more when writing works again; lines of a failed write are counted as lost.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from otel_memory import attributes as attr
-from otel_memory.logline import format_timestamp, log_file_name
+from otel_memory.diagnostics import logger
+from otel_memory.events import Event, LineEvent
+from otel_memory.logline import format_message, format_timestamp, log_file_name
+
+_Write = Callable[[int, bytes], int]
 
 
-def line_of(record: logging.LogRecord) -> str | None:
-    """The daily-log line a record stands for (no newline), or None for other records."""
-    timestamp = getattr(record, attr.LOG_TIMESTAMP, None)
-    if timestamp is None:
-        return None
-    return f"{format_timestamp(timestamp)} {record.getMessage()}"
+class DailyLogWriter:
+    """Appends lines to the file of each line's local date under ``log_dir``.
 
+    Args:
+        log_dir: the directory (created on the first line).
+        write: ``os.write`` by default; tests pass a slow or failing one.
+    """
 
-class DailyLogHandler(logging.Handler):
-    """Appends memory lines to the file of each line's local date under ``log_dir``."""
-
-    def __init__(self, log_dir: str | os.PathLike[str], level: int = logging.INFO) -> None:
-        super().__init__(level)
+    def __init__(self, log_dir: str | os.PathLike[str], write: _Write = os.write) -> None:
         self.log_dir = Path(log_dir)
+        self._write = write
         self._file_name: str | None = None
         self._fd: int | None = None
-        self._reported_error = False
+        self._failing = False
+        self.lines_written = 0
+        self.lines_lost = 0
 
     @property
     def current_path(self) -> Path | None:
         """The file the last line went to."""
         return self.log_dir / self._file_name if self._file_name else None
 
-    def emit(self, record: logging.LogRecord) -> None:
-        """Write the record's line, if it has one (called under the handler's lock)."""
-        line = line_of(record)
-        if line is None:
-            return
-        timestamp: float = getattr(record, attr.LOG_TIMESTAMP)
-        data = (line + "\n").encode("utf-8")
+    def write_lines(self, lines: Iterable[tuple[float, str]]) -> None:
+        """Append ``(timestamp, message)`` lines; each timestamp picks the file, starts the line."""
+        pending: list[str] = []
+        pending_file: str | None = None
+        for timestamp, message in lines:
+            file_name = log_file_name(timestamp)
+            if file_name != pending_file and pending:
+                self._append(pending_file, pending)  # type: ignore[arg-type]
+                pending = []
+            pending_file = file_name
+            pending.append(f"{format_timestamp(timestamp)} {message}\n")
+        if pending:
+            self._append(pending_file, pending)  # type: ignore[arg-type]
+
+    def _append(self, file_name: str, lines: list[str]) -> None:
+        data = "".join(lines).encode("utf-8", "backslashreplace")
         try:
-            fd = self._descriptor(log_file_name(timestamp))
+            fd = self._descriptor(file_name)
             while data:
-                data = data[os.write(fd, data) :]
+                data = data[self._write(fd, data) :]
         except OSError as exc:
             self._close_descriptor()
-            if not self._reported_error:
-                self._reported_error = True
-                # Not through logging: this handler sits on the logger it would report to.
-                message = f"otel_memory: cannot write daily log in {self.log_dir}: {exc}"
-                print(message, file=sys.stderr)
+            self.lines_lost += len(lines)
+            if not self._failing:
+                self._failing = True
+                logger.warning(
+                    "otel_memory: cannot write the daily log in %s: %s (reported once per "
+                    "episode)",
+                    self.log_dir,
+                    exc,
+                )
+            return
+        self.lines_written += len(lines)
+        if self._failing:
+            self._failing = False
+            logger.warning(
+                "otel_memory: writing the daily log in %s works again (%d lines lost so far)",
+                self.log_dir,
+                self.lines_lost,
+            )
 
     def _descriptor(self, file_name: str) -> int:
         if self._fd is None or file_name != self._file_name:
@@ -70,7 +95,6 @@ class DailyLogHandler(logging.Handler):
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
             self._fd = os.open(self.log_dir / file_name, flags, 0o644)
             self._file_name = file_name
-            self._reported_error = False
         return self._fd
 
     def _close_descriptor(self) -> None:
@@ -79,22 +103,32 @@ class DailyLogHandler(logging.Handler):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def flush(self) -> None:
-        """Lines are written unbuffered; flushing pushes them to disk."""
-        self.acquire()
-        try:
-            if self._fd is not None:
+    def sync(self) -> None:
+        """Push what was written to disk (``fsync``)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
                 os.fsync(self._fd)
-        except OSError:
-            pass
-        finally:
-            self.release()
 
     def close(self) -> None:
-        """Close the file; a later line would reopen it."""
-        self.acquire()
-        try:
-            self._close_descriptor()
-        finally:
-            self.release()
-        super().close()
+        """Close the file; a later line reopens it."""
+        self._close_descriptor()
+
+
+class DailyLogSink:
+    """The event pipeline's sink for the daily file: every line event, formatted and written."""
+
+    def __init__(self, writer: DailyLogWriter) -> None:
+        self.writer = writer
+
+    def write(self, batch: Sequence[Event]) -> None:
+        """Format the batch's lines and write them."""
+        self.writer.write_lines(
+            (event.reading.timestamp, format_message(event.marker, event.name, event.reading))
+            for event in batch
+            if isinstance(event, LineEvent)
+        )
+
+    def close(self) -> None:
+        """Sync and close the file."""
+        self.writer.sync()
+        self.writer.close()

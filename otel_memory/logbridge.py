@@ -1,35 +1,34 @@
-"""The log bridge: records of the ``otel_memory`` logger become OpenTelemetry log records.
+"""The log bridge: memory events leave as OpenTelemetry log records (SPEC: Events).
 
-Built on the Logs Bridge API (``opentelemetry._logs``), not on the SDK's deprecated
-``LoggingHandler``. A memory event keeps its daily-log line as the body and its reading as
-structured attributes; START and END are emitted inside the task span's context, so the
-exported record carries that span's trace and span ids::
+    sink = OTelLogSink(mode="events")               # the global logger provider
+    sink = OTelLogSink(mode="all", logger_provider=provider)
 
-    logging.getLogger("otel_memory").addHandler(OTelLogHandler())
+Built on the Logs Bridge API (``opentelemetry._logs``). ``export_logs`` decides what leaves:
+``events`` (``---`` lines and the named events), ``all`` (also every START and END line, inside
+the task span's context so the record carries its trace and span ids) or ``none`` (no sink).
+A line keeps its daily-log text as the body and its reading as structured attributes.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
 
-from opentelemetry import _logs
+from opentelemetry import _logs, trace
 from opentelemetry._logs import LoggerProvider, SeverityNumber
 
 from otel_memory import attributes as attr
-from otel_memory.dailylog import line_of
+from otel_memory.events import Event, LineEvent, Notice
+from otel_memory.logline import Marker, format_line
 from otel_memory.version import __version__
 
-_EVENT_ATTRIBUTES = (
-    attr.LOG_MARKER,
-    attr.LOG_TASK_NAME,
-    attr.LOG_RSS,
-    attr.LOG_VMS,
-    attr.LOG_SYSTEM_AVAILABLE,
-    attr.LOG_SYSTEM_FREE_RATIO,
-)
+EXPORT_EVENTS = "events"
+EXPORT_ALL = "all"
+EXPORT_NONE = "none"
 
 
-def _severity(levelno: int) -> SeverityNumber:
+def severity(levelno: int) -> SeverityNumber:
     """Python level to OTel severity (the four base levels; finer levels round down)."""
     if levelno >= logging.CRITICAL:
         return SeverityNumber.FATAL
@@ -42,35 +41,59 @@ def _severity(levelno: int) -> SeverityNumber:
     return SeverityNumber.DEBUG
 
 
-class OTelLogHandler(logging.Handler):
-    """Emits each record through an OpenTelemetry logger (the global provider by default)."""
+class OTelLogSink:
+    """The event pipeline's sink for OTLP logs.
+
+    Args:
+        mode: ``events`` or ``all`` (see the module docstring).
+        logger_provider: defaults to the global provider (followed once it is set).
+    """
 
     def __init__(
-        self, level: int = logging.INFO, logger_provider: LoggerProvider | None = None
+        self, mode: str = EXPORT_EVENTS, logger_provider: LoggerProvider | None = None
     ) -> None:
-        super().__init__(level)
-        # Without a provider this is a proxy that follows the global provider once it is set.
+        self.mode = mode
         self._logger = _logs.get_logger("otel_memory", __version__, logger_provider=logger_provider)
 
-    def emit(self, record: logging.LogRecord) -> None:
-        """Send one record; never raises into the caller."""
-        try:
-            line = line_of(record)
-            attributes: dict[str, str | int | float] = {
-                name: getattr(record, name)
-                for name in _EVENT_ATTRIBUTES
-                if hasattr(record, name)
-            }
-            if line is None:
-                attributes["code.function.name"] = record.funcName
-            timestamp = getattr(record, attr.LOG_TIMESTAMP, record.created)
-            self._logger.emit(
-                timestamp=int(timestamp * 1e9),
-                observed_timestamp=int(record.created * 1e9),
-                severity_number=_severity(record.levelno),
-                severity_text=record.levelname,
-                body=line if line is not None else record.getMessage(),
-                attributes=attributes,
-            )
-        except Exception:
-            self.handleError(record)
+    def write(self, batch: Sequence[Event]) -> None:
+        """Emit one record per exported event."""
+        every_line = self.mode == EXPORT_ALL
+        observed = time.time_ns()
+        for event in batch:
+            if isinstance(event, Notice):
+                self._logger.emit(
+                    timestamp=int(event.timestamp * 1e9),
+                    observed_timestamp=observed,
+                    severity_number=severity(event.level),
+                    severity_text=logging.getLevelName(event.level),
+                    body=event.body,
+                    attributes=event.attributes,
+                    event_name=event.event_name,
+                )
+            elif every_line or event.marker is Marker.CHECK:
+                self._emit_line(event, observed)
+
+    def _emit_line(self, event: LineEvent, observed: int) -> None:
+        reading = event.reading
+        context = None
+        if event.span is not None and event.marker is not Marker.CHECK:
+            context = trace.set_span_in_context(event.span)
+        self._logger.emit(
+            timestamp=int(reading.timestamp * 1e9),
+            observed_timestamp=observed,
+            context=context,
+            severity_number=SeverityNumber.INFO,
+            severity_text="INFO",
+            body=format_line(event.marker, event.name, reading),
+            attributes={
+                attr.LOG_MARKER: event.marker.short,
+                attr.LOG_TASK_NAME: event.name,
+                attr.LOG_RSS: reading.rss,
+                attr.LOG_VMS: reading.vms,
+                attr.LOG_SYSTEM_AVAILABLE: reading.system_available,
+                attr.LOG_SYSTEM_FREE_RATIO: reading.free_ratio,
+            },
+        )
+
+    def close(self) -> None:
+        """Nothing to release (the provider is flushed by the monitor)."""

@@ -12,6 +12,7 @@ the gauges all read through a :class:`ReadingSource`, which tests replace::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import threading
@@ -56,6 +57,10 @@ class MemoryReading:
     rss_high_water: int | None = None
     host_available: int | None = None
     limit_source: str = "host"
+
+    def with_rss(self, rss: int, timestamp: float) -> MemoryReading:
+        """This reading with a newer RSS sample (the sampler's view between full readings)."""
+        return dataclasses.replace(self, rss=rss, timestamp=timestamp)
 
     @property
     def free_ratio(self) -> float:
@@ -113,7 +118,8 @@ class _ProcFiles:
         try:
             files = _ProcFiles()
             files.rss_vms()
-            return files.available_total() is not None
+            files.available_total()
+            return True
         except (OSError, ValueError, IndexError):
             return False
 
@@ -138,8 +144,8 @@ class _ProcFiles:
         fields = os.pread(self._statm, 256, 0).split()
         return int(fields[1]) * self._page_size, int(fields[0]) * self._page_size
 
-    def available_total(self) -> tuple[int, int] | None:
-        """(MemAvailable, MemTotal) in bytes, or None on kernels without MemAvailable."""
+    def available_total(self) -> tuple[int, int]:
+        """(MemAvailable, MemTotal) in bytes (ValueError on kernels without MemAvailable)."""
         data = os.pread(self._meminfo, 16384, 0)
         return _meminfo_field(data, b"MemAvailable:"), _meminfo_field(data, b"MemTotal:")
 
@@ -150,38 +156,90 @@ def _meminfo_field(data: bytes, key: bytes) -> int:
     return int(data[start : data.index(b"kB", start)]) * 1024
 
 
+class LimitSource(Protocol):
+    """Caps host numbers by a container's limit (:class:`otel_memory.limits.CgroupMemory`)."""
+
+    def effective(self, host_available: int, host_total: int) -> tuple[int, int, str]:
+        """(effective available, effective limit, limit source)."""
+        ...
+
+
 class PsutilReadingSource:
-    """Reads this process (or ``pid``) and the system.
+    """Reads this process (or ``pid``) and the system, capped by the container's limit.
 
     Through psutil everywhere; for this process on Linux, the same kernel numbers psutil uses
-    (``statm`` RSS/VMS, ``MemAvailable``/``MemTotal``) are read directly, about 5x faster.
+    (``statm`` RSS/VMS, ``MemAvailable``/``MemTotal``) are read directly, about 5x faster. The
+    system side (``MemAvailable`` and the cgroup's room) changes slowly and costs as much as the
+    process side, so it is reused for ``system_ttl`` seconds: a burst of short tasks pays one
+    ``pread`` of ``statm`` per reading.
+
+    Args:
+        pid: another process to read (default: this one).
+        clock: wall-clock seconds for the readings' timestamps.
+        limits: the cgroup limit source; default: this process's cgroups on Linux, none elsewhere.
+        system_ttl: seconds a system reading is reused.
     """
 
-    def __init__(self, pid: int | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        pid: int | None = None,
+        clock: Callable[[], float] = time.time,
+        limits: LimitSource | None = None,
+        system_ttl: float = 0.01,
+    ) -> None:
         self._process = psutil.Process(pid)
         self._own_process = pid is None
         self._clock = clock
         self._lock = threading.Lock()  # psutil.Process caches are not thread-safe
         self._proc = _ProcFiles() if self._own_process and _ProcFiles.available() else None
+        if limits is None and self._own_process and sys.platform.startswith("linux"):
+            from otel_memory.limits import CgroupMemory  # noqa: PLC0415  # Linux only
+
+            limits = CgroupMemory()
+        self._limits = limits
+        self._system_ttl = system_ttl
+        self._system: tuple[int, int, str, int] = (0, 0, "host", 0)
+        self._system_until = float("-inf")
+
+    @property
+    def limits(self) -> LimitSource | None:
+        """The cgroup limit source, if any."""
+        return self._limits
+
+    def _read_system(self, now: float) -> tuple[int, int, str, int]:
+        """(effective available, effective limit, source, host available), cached."""
+        if now < self._system_until:
+            return self._system
+        if self._proc is not None:
+            host_available, host_total = self._proc.available_total()
+        else:
+            system = psutil.virtual_memory()
+            host_available, host_total = int(system.available), int(system.total)
+        available, total, source = host_available, host_total, "host"
+        if self._limits is not None:
+            available, total, source = self._limits.effective(host_available, host_total)
+        self._system = (available, total, source, host_available)
+        self._system_until = now + self._system_ttl
+        return self._system
 
     def read(self) -> MemoryReading:
         """Take one reading of process and system memory."""
         if self._proc is not None:
             rss, vms = self._proc.rss_vms()
-            available, total = self._proc.available_total()  # type: ignore[misc]
         else:
             with self._lock:
                 info = self._process.memory_info()
-            system = psutil.virtual_memory()
             rss, vms = int(info.rss), int(info.vms)
-            available, total = int(system.available), int(system.total)
+        available, total, source, host_available = self._read_system(time.monotonic())
         return MemoryReading(
-            timestamp=self._clock(),
-            rss=rss,
-            vms=vms,
-            system_available=available,
-            system_total=total,
-            rss_high_water=_max_rss_bytes() if self._own_process else None,
+            self._clock(),
+            rss,
+            vms,
+            available,
+            total,
+            _max_rss_bytes() if self._own_process else None,
+            host_available,
+            source,
         )
 
     def read_rss(self) -> int:
@@ -192,24 +250,15 @@ class PsutilReadingSource:
             return int(self._process.memory_info().rss)
 
 
-_default_source: ReadingSource | None = None
-_default_lock = threading.Lock()
-
-
 def get_reading_source() -> ReadingSource:
-    """The process-wide reading source (psutil unless replaced)."""
-    global _default_source
-    source = _default_source
-    if source is None:
-        with _default_lock:
-            if _default_source is None:
-                _default_source = PsutilReadingSource()
-            source = _default_source
-    return source
+    """The process-wide reading source (the runtime's; psutil unless replaced)."""
+    from otel_memory.runtime import get_runtime  # noqa: PLC0415  # the runtime owns it: a cycle
+
+    return get_runtime().source
 
 
 def set_reading_source(source: ReadingSource | None) -> None:
     """Replace the process-wide reading source; ``None`` restores psutil."""
-    global _default_source
-    with _default_lock:
-        _default_source = source
+    from otel_memory.runtime import get_runtime  # noqa: PLC0415  # a cycle, as above
+
+    get_runtime().set_reading_source(source)

@@ -1,79 +1,75 @@
 """The peak sampler: one daemon thread that samples RSS while any task is open.
 
 Tasks read memory at their start and end; what happens in between is only seen by sampling.
-The thread starts the first time a task opens, sleeps on an event while no task is open, and
-records every sample into the open tasks' peaks::
+The thread starts when the first task opens, sleeps on an event while no task is open, and on
+each tick calls ``tick()`` (which records the RSS into the open tasks' peaks, feeds thresholds
+and deep capture, and ends tasks whose owner has finished)::
 
-    sampler = PeakSampler(on_sample=registry.record_rss, has_work=registry.__bool__)
-    sampler.wake()          # a task opened
+    sampler = PeakSampler(tick=runtime.sample, has_work=runtime.open_tasks.__bool__)
+    sampler.wake()          # going from idle to busy
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from otel_memory.readings import get_reading_source
-
-_log = logging.getLogger("otel_memory")
+if TYPE_CHECKING:
+    from otel_memory.runtime import Runtime
 
 DEFAULT_INTERVAL_SECONDS = 0.1
 
 
 class PeakSampler:
-    """Samples RSS every ``interval`` seconds while ``has_work()`` is true.
+    """Calls the runtime's ``sample()`` every ``interval`` seconds while any task is open.
 
     Args:
-        on_sample: receives each RSS sample in bytes.
-        has_work: whether sampling is needed now (any task open).
-        read_rss: the RSS source; defaults to the process-wide reading source.
+        runtime: whose open tasks are sampled (``runtime.sample()`` does one tick).
         interval: seconds between samples.
     """
 
-    def __init__(
-        self,
-        on_sample: Callable[[int], None],
-        has_work: Callable[[], bool],
-        read_rss: Callable[[], int] | None = None,
-        interval: float = DEFAULT_INTERVAL_SECONDS,
-    ) -> None:
-        self._on_sample = on_sample
-        self._has_work = has_work
-        self._read_rss = read_rss or (lambda: get_reading_source().read_rss())
+    def __init__(self, runtime: Runtime, interval: float = DEFAULT_INTERVAL_SECONDS) -> None:
+        self._tick: Callable[[], None] = lambda: sample(runtime)
+        self._has_work: Callable[[], bool] = runtime.open_tasks.__bool__
         self.interval = interval
+        self.ticks = 0
+        self._init_threading()
+        if hasattr(os, "register_at_fork"):
+            # A forked child has no thread; it starts its own on its first task.
+            os.register_at_fork(after_in_child=self._init_threading)
+
+    def _init_threading(self) -> None:
         self._wakeup = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._failed_once = False
-        if hasattr(os, "register_at_fork"):
-            # A forked child has no thread; it must start its own on its first task.
-            os.register_at_fork(after_in_child=self._forget_thread)
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def wake(self) -> None:
-        """Tell the sampler a task opened; starts the thread on first use."""
+        """A task opened while none was: start the thread on first use, else wake it."""
         if self._thread is None:
             with self._lock:
                 if self._thread is None and not self._stopping:
                     thread = threading.Thread(
-                        target=self._run, name="otel-memory-peak-sampler", daemon=True
+                        target=self._run, name="otel-memory-sampler", daemon=True
                     )
-                    thread.start()
+                    # Assigned before start(): the loop runs while it is the registered thread.
                     self._thread = thread
+                    thread.start()
         self._wakeup.set()
 
     def sample_now(self) -> None:
-        """Take one sample in the caller's thread (never raises)."""
-        try:
-            rss = self._read_rss()
-        except Exception as exc:  # psutil.Error, OSError, or a broken custom source
-            if not self._failed_once:
-                self._failed_once = True
-                _log.warning("otel_memory: RSS sampling failed, peaks may be low: %r", exc)
-            return
-        self._on_sample(rss)
+        """One tick in the caller's thread."""
+        self.ticks += 1
+        self._tick()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop and join the thread; a later :meth:`wake` starts a new one."""
@@ -98,7 +94,32 @@ class PeakSampler:
             self._wakeup.wait(self.interval)
             self._wakeup.clear()
 
-    def _forget_thread(self) -> None:
-        self._thread = None
-        self._lock = threading.Lock()
-        self._wakeup = threading.Event()
+
+def sample(runtime: Runtime) -> None:
+    """One tick: peaks, thresholds and deep capture from one RSS sample; reap orphaned tasks."""
+    from otel_memory import tasks  # noqa: PLC0415  # tasks import the sampler: a cycle
+
+    try:
+        rss = runtime.source.read_rss()
+    except Exception as exc:  # psutil.Error, OSError, or a broken custom source
+        runtime.warn_once("sample", "otel_memory: RSS sampling failed, peaks may be low: %r", exc)
+        rss = None
+    if rss is not None:
+        runtime.open_tasks.record_rss(rss)
+        last = runtime.last_reading
+        listener = runtime.on_reading
+        if listener is not None and last is not None:
+            listener(last.with_rss(rss, time.time()))
+        on_sample = runtime.on_sample
+        if on_sample is not None:
+            try:
+                on_sample(rss)
+            except Exception as exc:
+                runtime.warn_once("on_sample", "otel_memory: run state update failed: %r", exc)
+        deep = runtime.deep_capture
+        if deep is not None:
+            try:
+                deep.sampled(rss)
+            except Exception as exc:
+                runtime.warn_once("deep", "otel_memory: deep capture failed: %r", exc)
+    tasks.end_orphans(runtime)

@@ -9,12 +9,17 @@
         ...
 
     set_active_task("Nations Dump Download")          # the legacy memory_monitor API
+    set_active_task("Nations Dump Processing")        # ends Download (flat, as it always was)
     clear_active_task("Nations Dump Complete")
 
 Each thread and each asyncio task has its own stack of open tasks (a context variable), so
-concurrent tasks never end each other's spans; a nested task is a child span. Every start and end
-also goes to the ``otel_memory`` logger as a START/END record inside the span's context.
-Nothing here raises into the caller: a failed reading only leaves its attributes out.
+concurrent tasks never end each other's spans. ``traced_task`` nests (a child span); the legacy
+API is flat (SPEC: Task life rules). A task whose owner (thread or asyncio task) finished is
+ended by the sampler with ``memory.task.end_reason = "owner_finished"``; ``stop()`` ends the rest
+(``monitor_stopped``). Ending a task restores the OpenTelemetry context to what it would have
+been without the task. Start and end cost the caller one reading, the span and one queued event:
+the daily line, the OTel log record and the task histograms are produced off the caller's thread
+(:mod:`otel_memory.events`). Nothing here raises into the caller, whatever its arguments.
 """
 
 from __future__ import annotations
@@ -22,9 +27,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import logging
 import threading
-from collections import OrderedDict
+from asyncio import events as _asyncio_events
 from collections.abc import AsyncGenerator, Callable, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -33,24 +37,41 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from otel_memory import attributes as attr
-from otel_memory.logline import Marker, format_message
-from otel_memory.readings import MemoryReading, get_reading_source
-from otel_memory.sampler import PeakSampler
-from otel_memory.version import __version__
-
-_log = logging.getLogger("otel_memory")
-_tracer = trace.get_tracer("otel_memory", __version__)
+from otel_memory.diagnostics import logger
+from otel_memory.events import LineEvent
+from otel_memory.logline import Marker
+from otel_memory.readings import MemoryReading
+from otel_memory.runtime import Runtime, get_runtime
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_rt = get_runtime()
+_get_running_loop = _asyncio_events._get_running_loop
+_current_thread = threading.current_thread
+
+
+class _Legacy:
+    """The opener of tasks started by ``set_active_task`` (flat semantics)."""
+
+    def __repr__(self) -> str:
+        return "set_active_task"
+
+
+LEGACY = _Legacy()
 
 
 @dataclass(eq=False, slots=True)
 class OpenTask:
-    """A task between its start and its end."""
+    """A task between its start and its end.
+
+    ``owner`` is the asyncio task or thread that opened it (None: a generator's task, which
+    lives as long as the generator); ``context`` is the OpenTelemetry context it made current,
+    ``parent_context`` the one that was current before.
+    """
 
     name: str
     span: Span
@@ -58,103 +79,62 @@ class OpenTask:
     owner: object
     opener: object
     peak_rss: int = 0
-    context_token: object = None
+    parent_context: Context | None = None
+    context: Context | None = None
+    token: object = None
     ended: bool = field(default=False)
 
 
-class OpenTasks:
-    """Every open task in the process, in start order; feeds peaks and periodic lines."""
-
-    def __init__(self) -> None:
-        self._tasks: OrderedDict[int, OpenTask] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def add(self, task: OpenTask) -> None:
-        """Register a task that just started."""
-        with self._lock:
-            self._tasks[id(task)] = task
-
-    def remove(self, task: OpenTask) -> None:
-        """Forget a task that ended."""
-        with self._lock:
-            self._tasks.pop(id(task), None)
-
-    def most_recent(self) -> OpenTask | None:
-        """The most recently started task still open, if any."""
-        with self._lock:
-            return self._tasks[next(reversed(self._tasks))] if self._tasks else None
-
-    def record_rss(self, rss: int) -> None:
-        """Raise the peak of every open task to ``rss`` where it is higher."""
-        with self._lock:
-            for task in self._tasks.values():
-                task.peak_rss = max(task.peak_rss, rss)
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def __bool__(self) -> bool:
-        return bool(self._tasks)
-
-
-open_tasks = OpenTasks()
-peak_sampler = PeakSampler(on_sample=open_tasks.record_rss, has_work=open_tasks.__bool__)
-
 _stack: ContextVar[tuple[OpenTask, ...]] = ContextVar("otel_memory_task_stack", default=())
-_LEGACY_OPENER = object()
-_failed_reading_reported = False
 
 
 def _current_owner() -> object:
-    """Who may end a task opened now: the running asyncio task, else the thread."""
-    try:
+    """Who owns a task opened now: the running asyncio task, else the thread."""
+    if _get_running_loop() is not None:
         task = asyncio.current_task()
-    except RuntimeError:  # no running event loop in this thread
-        task = None
-    return task if task is not None else threading.get_ident()
+        if task is not None:
+            return task
+    return _current_thread()
 
 
-def read_memory() -> MemoryReading | None:
-    """One reading, or None when the platform refuses (reported once per process)."""
-    global _failed_reading_reported
+def _owner_finished(owner: object) -> bool:
+    if isinstance(owner, asyncio.Future):
+        return owner.done()
+    if isinstance(owner, threading.Thread):
+        return not owner.is_alive()
+    return False
+
+
+def clean_name(name: object, what: str = "task name") -> str:
+    """``name`` as a string that every output can carry (valid UTF-8); reports odd input once."""
+    if type(name) is str:
+        try:
+            name.encode("utf-8")
+            return name
+        except UnicodeEncodeError:  # lone surrogates: exporters and files need valid UTF-8
+            _rt.warn_once(
+                f"{what} surrogates", "otel_memory: %s is not valid UTF-8: %r", what, name
+            )
+            return name.encode("utf-8", "backslashreplace").decode("ascii")
+    _rt.warn_once(
+        f"{what} type", "otel_memory: %s should be a str, got %s", what, type(name).__name__
+    )
+    if isinstance(name, bytes | bytearray):
+        return bytes(name).decode("utf-8", "backslashreplace")
     try:
-        return get_reading_source().read()
-    except Exception as exc:  # psutil.Error, OSError, or a broken custom source
-        if not _failed_reading_reported:
-            _failed_reading_reported = True
-            _log.warning("otel_memory: memory reading failed, attributes left out: %r", exc)
-        return None
+        text = str(name)
+    except Exception:
+        return f"<{type(name).__name__}>"
+    return clean_name(text, what) if type(text) is str else f"<{type(name).__name__}>"
 
 
-def emit_line(marker: Marker, name: str, reading: MemoryReading, span: Span | None) -> None:
-    """Send one daily-log event to the ``otel_memory`` logger, inside ``span``'s context."""
-    if not _log.isEnabledFor(logging.INFO):
-        return
-    extra: dict[str, object] = {
-        attr.LOG_MARKER: marker.short,
-        attr.LOG_TASK_NAME: name,
-        attr.LOG_TIMESTAMP: reading.timestamp,
-        attr.LOG_RSS: reading.rss,
-        attr.LOG_VMS: reading.vms,
-        attr.LOG_SYSTEM_AVAILABLE: reading.system_available,
-        attr.LOG_SYSTEM_FREE_RATIO: reading.free_ratio,
-    }
-    token = otel_context.attach(trace.set_span_in_context(span)) if span is not None else None
-    try:
-        # makeRecord + handle instead of info(): skips the stack walk that finds the caller.
-        record = _log.makeRecord(
-            _log.name, logging.INFO, __file__, 0, format_message(marker, name, reading),
-            (), None, "emit_line", extra,
-        )
-        _log.handle(record)
-    finally:
-        if token is not None:
-            otel_context.detach(token)
+# --------------------------------------------------------------------------- start and end
 
 
-def _begin(name: str, opener: object) -> OpenTask:
-    """Read memory, open the span as a child of the current context, write START."""
-    reading = read_memory()
+def _begin(name: str, opener: object, owner: object, parent: Context | None = None) -> OpenTask:
+    """Read memory, open the span (a child of ``parent`` or the current context), queue START."""
+    rt = _rt
+    reading = rt.read()
     attributes: dict[str, AttributeValue] = {}
     if reading is not None:
         attributes = {
@@ -162,27 +142,26 @@ def _begin(name: str, opener: object) -> OpenTask:
             attr.VMS_START: reading.vms,
             attr.SYSTEM_AVAILABLE_START: reading.system_available,
             attr.SYSTEM_FREE_RATIO_START: reading.free_ratio,
+            attr.LIMIT: reading.system_total,
         }
-    span = _tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
+    span = rt.tracer.start_span(name, parent, SpanKind.INTERNAL, attributes)
     task = OpenTask(
-        name=name,
-        span=span,
-        start=reading,
-        owner=_current_owner(),
-        opener=opener,
-        peak_rss=reading.rss if reading is not None else 0,
+        name, span, reading, owner, opener, reading.rss if reading is not None else 0
     )
-    open_tasks.add(task)
-    peak_sampler.wake()
+    if rt.open_tasks.add(task):
+        rt.sampler.wake()
+    deep = rt.deep_capture
+    if deep is not None:
+        deep.task_started(task, name, task.peak_rss)
     if reading is not None:
-        emit_line(Marker.START, name, reading, span)
+        rt.events.put(LineEvent(Marker.START, name, reading, span, task))
     return task
 
 
 def _peak(task: OpenTask, end: MemoryReading) -> int:
     """Highest RSS while the task ran: samples, start, end, and the OS high-water mark."""
     start = task.start
-    peak = max(task.peak_rss, end.rss, start.rss if start is not None else 0)
+    peak = max(task.peak_rss, end.rss)
     if (
         start is not None
         and start.rss_high_water is not None
@@ -194,108 +173,197 @@ def _peak(task: OpenTask, end: MemoryReading) -> int:
     return peak
 
 
-def _finish(task: OpenTask, label: str | None, error: BaseException | None) -> None:
-    """Read memory, set the end attributes and status, write END, end the span."""
+def _finish(
+    task: OpenTask,
+    label: str | None = None,
+    error: object = None,
+    reason: str | None = None,
+) -> None:
+    """End ``task`` exactly once: end attributes, status, END line, span end."""
     if task.ended:
         return
     task.ended = True
-    open_tasks.remove(task)
+    rt = _rt
+    rt.open_tasks.remove(task)
     span = task.span
-    reading = read_memory()
-    if reading is not None:
-        attributes: dict[str, AttributeValue] = {
-            attr.RSS_END: reading.rss,
-            attr.RSS_PEAK: _peak(task, reading),
-            attr.VMS_END: reading.vms,
-            attr.SYSTEM_AVAILABLE_END: reading.system_available,
-            attr.SYSTEM_FREE_RATIO_END: reading.free_ratio,
-        }
-        if task.start is not None:
-            attributes[attr.RSS_DELTA] = reading.rss - task.start.rss
-            attributes[attr.VMS_DELTA] = reading.vms - task.start.vms
+    try:
+        reading = rt.read()
+        attributes: dict[str, AttributeValue] = {}
+        if reading is not None:
+            task.peak_rss = peak = _peak(task, reading)
+            attributes = {
+                attr.RSS_END: reading.rss,
+                attr.RSS_PEAK: peak,
+                attr.VMS_END: reading.vms,
+                attr.SYSTEM_AVAILABLE_END: reading.system_available,
+                attr.SYSTEM_FREE_RATIO_END: reading.free_ratio,
+            }
+            start = task.start
+            if start is not None:
+                attributes[attr.RSS_DELTA] = reading.rss - start.rss
+                attributes[attr.VMS_DELTA] = reading.vms - start.vms
+        if label is not None:
+            attributes[attr.TASK_END_LABEL] = label
+        if reason is not None:
+            attributes[attr.TASK_END_REASON] = reason
         span.set_attributes(attributes)
-    if label is not None:
-        span.set_attribute(attr.TASK_END_LABEL, label)
-    if error is not None:
+        _set_status(span, label, error)
+        deep = rt.deep_capture
+        if deep is not None:
+            report = deep.task_ended(task)
+            if report is not None:
+                from otel_memory.monitor import report_allocations  # noqa: PLC0415  # a cycle
+
+                report_allocations(task, report)
+        if reading is not None and reason != attr.END_REPLACED:
+            name = label if label is not None else task.name
+            rt.events.put(LineEvent(Marker.END, name, reading, span, task))
+    except Exception as exc:
+        rt.warn_once("finish", "otel_memory: ending task %r failed: %r", task.name, exc)
+    finally:
+        span.end()
+
+
+def _set_status(span: Span, label: str | None, error: object) -> None:
+    if error is None:
+        if label is not None and label.endswith("Error"):
+            span.set_status(Status(StatusCode.ERROR, label))
+        return
+    if isinstance(error, BaseException):
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-    elif label is not None and label.endswith("Error"):
-        span.set_status(Status(StatusCode.ERROR, label))
-    if reading is not None:
-        emit_line(Marker.END, label if label is not None else task.name, reading, span)
-    span.end()
+        return
+    _rt.warn_once(
+        "error type",
+        "otel_memory: error= should be an exception instance, got %s",
+        type(error).__name__,
+    )
+    description = error.__name__ if isinstance(error, type) else clean_name(error, "error")
+    span.set_status(Status(StatusCode.ERROR, description))
 
 
 def _activate(task: OpenTask) -> None:
     """Make ``task`` the innermost task and its span the current span of this context."""
+    parent = otel_context.get_current()
+    task.parent_context = parent
+    task.context = trace.set_span_in_context(task.span, parent)
+    task.token = otel_context.attach(task.context)
     _stack.set((*_stack.get(), task))
-    task.context_token = otel_context.attach(trace.set_span_in_context(task.span))
 
 
 def _deactivate(task: OpenTask) -> None:
-    """Undo :func:`_activate` in this context."""
-    _stack.set(tuple(t for t in _stack.get() if t is not task))
-    token, task.context_token = task.context_token, None
-    if token is not None:
-        otel_context.detach(token)  # type: ignore[arg-type]
-
-
-def _close_above(task: OpenTask) -> None:
-    """End tasks left open above ``task`` in this context (a forgotten clear_active_task)."""
+    """Take an ended task out of this context and restore what it replaced, exactly."""
     stack = _stack.get()
-    if task not in stack:
+    if task in stack:
+        _stack.set(tuple(t for t in stack if t is not task and not t.ended))
+    context, token, task.token = task.context, task.token, None
+    if context is None:
         return
-    for orphan in reversed(stack[stack.index(task) + 1 :]):
-        _log.debug("otel_memory: task %r was still open when %r ended", orphan.name, task.name)
-        _finish(orphan, None, None)
-        _deactivate(orphan)
+    if token is not None and otel_context.get_current() is context:
+        otel_context.detach(token)  # type: ignore[arg-type]
+    else:
+        _forget_context(task)
 
 
-def _guard(what: str, fn: Callable[[], None]) -> None:
-    """Run instrumentation code; report any failure instead of raising into the host."""
+def _forget_context(task: OpenTask) -> None:
+    """Make the task's context equal to the one it was opened in, wherever it is still held.
+
+    When a task ends while another span was made current on top of it (or from another thread),
+    a later detach elsewhere would bring the task's context back and parent new spans to the
+    ended task. Contexts are immutable by contract, but this one is ours alone: rewriting it to
+    its parent's content makes every later restore land on exactly what it would have been.
+    """
+    context, parent = task.context, task.parent_context
+    if context is None or parent is None or context is parent:
+        return
+    dict.clear(context)
+    dict.update(context, parent)
+
+
+def _end(task: OpenTask, label: str | None, error: object, reason: str | None) -> None:
+    """End ``task`` and take it out of the caller's context."""
     try:
-        fn()
-    except Exception:
-        _log.exception("otel_memory: %s failed", what)
+        _finish(task, label, error, reason)
+    finally:
+        _deactivate(task)
+
+
+def _live_stack() -> tuple[OpenTask, ...]:
+    """This context's stack without tasks the package already ended (from another thread)."""
+    stack = _stack.get()
+    if stack and any(t.ended for t in stack):
+        stack = tuple(t for t in stack if not t.ended)
+        _stack.set(stack)
+    return stack
+
+
+def _innermost_legacy(stack: tuple[OpenTask, ...], owner: object) -> OpenTask | None:
+    for task in reversed(stack):
+        if task.opener is LEGACY and task.owner is owner:
+            return task
+    return None
+
+
+def end_orphans(runtime: Runtime | None = None) -> None:
+    """End every open task whose owner (thread or asyncio task) has finished."""
+    for task in (runtime or _rt).open_tasks.snapshot():
+        if task.owner is not None and _owner_finished(task.owner):
+            _finish(task, reason=attr.END_OWNER_FINISHED)
+            _forget_context(task)
+
+
+def end_all_open(reason: str | None = attr.END_MONITOR_STOPPED) -> None:
+    """End every open task in the process (``stop()``, or a test's reset with no reason)."""
+    for task in reversed(_rt.open_tasks.snapshot()):
+        _finish(task, reason=reason)
+        if task.token is not None and otel_context.get_current() is task.context:
+            _deactivate(task)
+        else:
+            _forget_context(task)
+    _live_stack()
+
+
+def _report(what: str, exc: Exception) -> None:
+    _rt.warn_once(what, "otel_memory: %s failed: %r", what, exc)
 
 
 # --------------------------------------------------------------------------- legacy API
 
 
 def set_active_task(name: str) -> None:
-    """Start a task named ``name`` in the caller's context (span + START line)."""
+    """Start a task named ``name`` in the caller's context (span + START line).
 
-    def run() -> None:
-        _activate(_begin(str(name), _LEGACY_OPENER))
-
-    _guard("set_active_task", run)
+    Flat, as the original module was: a task this thread or asyncio task opened with
+    ``set_active_task`` and has not cleared is ended first (``end_reason = "replaced"``, no END
+    line), and the new one is opened as its sibling.
+    """
+    try:
+        owner = _current_owner()
+        previous = _innermost_legacy(_live_stack(), owner)
+        parent = None
+        if previous is not None:
+            parent = previous.parent_context
+            _end(previous, None, None, attr.END_REPLACED)
+        _activate(_begin(clean_name(name), LEGACY, owner, parent))
+    except Exception as exc:
+        _report("set_active_task", exc)
 
 
 def clear_active_task(label: str | None = None, *, error: BaseException | None = None) -> None:
-    """End the innermost task of the caller's context; ``label`` goes into the END line.
+    """End the caller's innermost ``set_active_task`` task; ``label`` goes into the END line.
 
-    A label ending in ``Error``, or ``error=exc``, marks the span ERROR. With no task open in
-    this context (or only one another asyncio task or thread opened), nothing happens.
+    A label ending in ``Error``, or ``error=exc``, marks the span ERROR. With no such task open
+    in this thread or asyncio task, nothing happens.
     """
-
-    def run() -> None:
-        stack = _stack.get()
-        if not stack:
-            _log.debug("otel_memory: clear_active_task(%r) with no task open", label)
+    try:
+        task = _innermost_legacy(_live_stack(), _current_owner())
+        if task is None:
+            logger.debug("otel_memory: clear_active_task(%r) with no task open here", label)
             return
-        task = stack[-1]
-        if task.owner != _current_owner():
-            _log.debug(
-                "otel_memory: clear_active_task(%r) ignored: innermost task %r belongs to "
-                "another asyncio task or thread",
-                label,
-                task.name,
-            )
-            return
-        _finish(task, label, error)
-        _deactivate(task)
-
-    _guard("clear_active_task", run)
+        text = None if label is None else clean_name(label, "clear_active_task label")
+        _end(task, text, error, None)
+    except Exception as exc:
+        _report("clear_active_task", exc)
 
 
 # --------------------------------------------------------------------------- traced_task
@@ -312,12 +380,15 @@ class traced_task:
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
-        self.name = str(name)
+        self.name = clean_name(name)
 
     # ---- context manager
 
     def __enter__(self) -> traced_task:
-        _guard("traced_task enter", lambda: _activate(_begin(self.name, self)))
+        try:
+            _activate(_begin(self.name, self, _current_owner()))
+        except Exception as exc:
+            _report("traced_task enter", exc)
         return self
 
     def __exit__(
@@ -326,15 +397,17 @@ class traced_task:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        def run() -> None:
-            task = next((t for t in reversed(_stack.get()) if t.opener is self), None)
-            if task is None:
-                return
-            _close_above(task)
-            _finish(task, None, _as_error(exc))
-            _deactivate(task)
-
-        _guard("traced_task exit", run)
+        try:
+            stack = _stack.get()
+            for index in range(len(stack) - 1, -1, -1):
+                task = stack[index]
+                if task.opener is self:
+                    for orphan in reversed(stack[index + 1 :]):  # a forgotten clear inside
+                        _end(orphan, None, None, attr.END_OWNER_FINISHED)
+                    _end(task, None, _as_error(exc), None)
+                    return
+        except Exception as error:
+            _report("traced_task exit", error)
 
     async def __aenter__(self) -> traced_task:
         return self.__enter__()
@@ -384,38 +457,50 @@ def _as_error(exc: BaseException | None) -> BaseException | None:
 class _Step:
     """Runs one step of a wrapped generator inside its task's context."""
 
-    __slots__ = ("task",)
+    __slots__ = ("task", "token")
 
     def __init__(self, task: OpenTask | None) -> None:
         self.task = task
+        self.token: object = None
 
     def __enter__(self) -> None:
-        if self.task is not None:
-            _guard("traced_task step", lambda: _activate(self.task))  # type: ignore[arg-type]
+        task = self.task
+        if task is not None and not task.ended and task.context is not None:
+            self.token = otel_context.attach(task.context)
+            _stack.set((*_stack.get(), task))
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.task is not None:
-            _guard("traced_task step", lambda: _deactivate(self.task))  # type: ignore[arg-type]
+        task, token, self.token = self.task, self.token, None
+        if task is None or token is None:
+            return
+        stack = _stack.get()
+        if task in stack:
+            _stack.set(tuple(t for t in stack if t is not task))
+        if otel_context.get_current() is task.context:
+            otel_context.detach(token)  # type: ignore[arg-type]
 
 
-def _begin_guarded(name: str, opener: object) -> OpenTask | None:
+def _begin_generator(name: str) -> OpenTask | None:
     try:
-        return _begin(name, opener)
-    except Exception:
-        _log.exception("otel_memory: starting task %r failed", name)
+        task = _begin(name, None, None)
+    except Exception as exc:
+        _report("traced_task start", exc)
         return None
+    task.parent_context = otel_context.get_current()
+    task.context = trace.set_span_in_context(task.span, task.parent_context)
+    return task
 
 
-def _finish_guarded(task: OpenTask | None, error: BaseException | None) -> None:
+def _finish_generator(task: OpenTask | None, error: BaseException | None) -> None:
     if task is not None:
         with _Step(task):
-            _guard("traced_task end", lambda: _finish(task, None, _as_error(error)))
+            _finish(task, None, _as_error(error), None)
 
 
 def _wrap_generator(name: str, func: Callable[..., Generator[Any, Any, Any]]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-        task = _begin_guarded(name, _LEGACY_OPENER)
+        task = _begin_generator(name)
         step = _Step(task)
         error: BaseException | None = None
         try:
@@ -442,7 +527,7 @@ def _wrap_generator(name: str, func: Callable[..., Generator[Any, Any, Any]]) ->
             error = exc
             raise
         finally:
-            _finish_guarded(task, error)
+            _finish_generator(task, error)
 
     return wrapper
 
@@ -452,7 +537,7 @@ def _wrap_async_generator(
 ) -> Callable[..., Any]:
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-        task = _begin_guarded(name, _LEGACY_OPENER)
+        task = _begin_generator(name)
         step = _Step(task)
         error: BaseException | None = None
         try:
@@ -479,6 +564,6 @@ def _wrap_async_generator(
             error = exc
             raise
         finally:
-            _finish_guarded(task, error)
+            _finish_generator(task, error)
 
     return wrapper

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_memory import readings
+from otel_memory.runtime import get_runtime
 from otel_memory.testing import FakeReadingSource
 
 _EXPORTER = InMemorySpanExporter()
@@ -34,9 +34,17 @@ def span_exporter() -> Iterator[InMemorySpanExporter]:
 def fake_source() -> Iterator[FakeReadingSource]:
     """A scripted reading source installed as the process-wide source for one test."""
     source = FakeReadingSource()
-    readings.set_reading_source(source)
+    get_runtime().set_reading_source(source)
     yield source
-    readings.set_reading_source(None)
+    get_runtime().set_reading_source(None)
+
+
+@pytest.fixture(autouse=True)
+def _reset_runtime() -> Iterator[None]:
+    """Every test starts and ends with the package as a fresh process has it."""
+    get_runtime().reset()
+    yield
+    get_runtime().reset()
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from otel_memory.dailylog import DailyLogHandler
+from otel_memory.dailylog import DailyLogSink, DailyLogWriter
+from otel_memory.events import EventPipeline, LineEvent
 from otel_memory.logline import LINE_PATTERN, Marker, format_line, parse_line
 from otel_memory.readings import PsutilReadingSource
-from otel_memory.tasks import emit_line
 from otel_memory.testing import ManualClock, reading
 
 SEED_LINES = [
@@ -29,15 +30,25 @@ def local(y: int, mo: int, d: int, h: int, mi: int, s: int) -> float:
     return time.mktime((y, mo, d, h, mi, s, 0, 0, -1))
 
 
+_pipeline: EventPipeline | None = None
+
+
+def emit_line(marker, name, r, span=None, flush=True):
+    """Queue one line through the real pipeline (its thread drains it) and, by default, flush."""
+    assert _pipeline is not None
+    _pipeline.put(LineEvent(marker, name, r, span, None))
+    if flush:
+        _pipeline.flush()
+
+
 @pytest.fixture
 def memory_logger(tmp_path):
-    logger = logging.getLogger("otel_memory")
-    logger.setLevel(logging.INFO)
-    handler = DailyLogHandler(tmp_path / "logs")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-    handler.close()
+    global _pipeline
+    _pipeline = EventPipeline()
+    _pipeline.set_sinks([DailyLogSink(DailyLogWriter(tmp_path / "logs"))])
+    yield _pipeline
+    _pipeline.close()
+    _pipeline = None
 
 
 def test_golden_lines_match_the_seed_for_known_numbers(memory_logger, tmp_path):
@@ -106,13 +117,14 @@ def test_concurrent_threads_never_split_or_lose_a_line(memory_logger, tmp_path):
 
     def writer(n: int) -> None:
         for i in range(250):
-            emit_line(Marker.CHECK, f"{n}-{i}-{name}", reading(timestamp=clock()), None)
+            emit_line(Marker.CHECK, f"{n}-{i}-{name}", reading(timestamp=clock()), flush=i % 7 == 0)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    memory_logger.flush()
     lines = (tmp_path / "logs" / "memory_20251116.log").read_text().splitlines()
     assert len(lines) == 2000
     parsed = [parse_line(line) for line in lines]
@@ -123,15 +135,14 @@ def test_concurrent_threads_never_split_or_lose_a_line(memory_logger, tmp_path):
 
 
 WRITER = """
-import logging, sys
-from otel_memory.dailylog import DailyLogHandler
-from otel_memory.logline import Marker
-from otel_memory.tasks import emit_line
+import sys
+from otel_memory.dailylog import DailyLogWriter
+from otel_memory.logline import Marker, format_message
 from otel_memory.testing import reading
-log = logging.getLogger("otel_memory"); log.setLevel(logging.INFO)
-log.addHandler(DailyLogHandler(sys.argv[1]))
+writer = DailyLogWriter(sys.argv[1])
 for i in range(300):
-    emit_line(Marker.CHECK, f"proc {sys.argv[2]} line {i} " + "y" * 2000, reading(timestamp=1763290800.0), None)
+    r = reading(timestamp=1763290800.0)
+    writer.write_lines([(r.timestamp, format_message(Marker.CHECK, f"proc {sys.argv[2]} line {i} " + "y" * 2000, r))])
 """
 
 
@@ -146,16 +157,62 @@ def test_concurrent_processes_never_split_or_lose_a_line(tmp_path):
     assert all(parse_line(line) for line in lines)
 
 
-def test_unwritable_directory_is_reported_once_and_never_raises(tmp_path, capsys):
+def test_unwritable_directory_is_reported_once_and_never_raises(tmp_path, caplog):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the log directory should be")
-    logger = logging.getLogger("otel_memory")
-    logger.setLevel(logging.INFO)
-    handler = DailyLogHandler(blocker / "logs")
-    logger.addHandler(handler)
+    writer = DailyLogWriter(blocker / "logs")
+    for _ in range(3):
+        r = reading()
+        writer.write_lines([(r.timestamp, "--- [Idle]")])
+    assert caplog.text.count("cannot write the daily log") == 1
+    assert writer.lines_lost == 3
+
+
+def test_a_failing_write_is_reported_once_per_episode_and_recovery_once(tmp_path, caplog):
+    failing = {"on": True}
+
+    def write(fd, data):
+        if failing["on"]:
+            raise OSError(28, "No space left on device")
+        return os.write(fd, data)
+
+    writer = DailyLogWriter(tmp_path / "logs", write=write)
+    r = reading()
+    for _ in range(201):
+        writer.write_lines([(r.timestamp, format_line(Marker.CHECK, "Idle", r)[20:])])
+    failing["on"] = False
+    writer.write_lines([(r.timestamp, "--- [Idle] after")])
+    failing["on"] = True
+    writer.write_lines([(r.timestamp, "--- [Idle] lost again")])
+    assert caplog.text.count("No space left on device") == 2  # two episodes
+    assert caplog.text.count("works again") == 1
+    assert writer.lines_lost == 202 and writer.lines_written == 1
+
+
+def test_host_logging_configuration_neither_silences_nor_receives_the_lines(tmp_path):
+    root = logging.getLogger()
+    seen = []
+
+    class Spy(logging.Handler):
+        def emit(self, record):
+            seen.append(record)
+
+    spy = Spy()
+    root.addHandler(spy)
+    logging.getLogger("otel_memory").setLevel(logging.CRITICAL)
+    root.setLevel(logging.CRITICAL)
     try:
-        for _ in range(3):
-            emit_line(Marker.CHECK, "Idle", reading(), None)
+        import otel_memory
+        from otel_memory.config import config_from_dict
+
+        otel_memory.start(config_from_dict({"general": {"monitoring": {"memory_monitor": {
+            "log_dir": str(tmp_path / "logs"), "retention_days": 0, "export_logs": "none"}}}}))
+        for i in range(50):
+            with otel_memory.traced_task(f"t{i}"):
+                pass
+        otel_memory.stop()
     finally:
-        logger.removeHandler(handler)
-    assert capsys.readouterr().err.count("cannot write daily log") == 1
+        root.removeHandler(spy)
+    lines = [line for p in (tmp_path / "logs").glob("memory_*.log") for line in p.read_text().splitlines()]
+    assert len(lines) == 102  # started, 50 x (START, END), stopped
+    assert not [r for r in seen if r.name == "otel_memory"]

@@ -98,16 +98,57 @@ def test_bad_configuration_is_logged_not_raised(instrumentor, monkeypatch, caplo
     assert "OTEL_PYTHON_MEMORY_PROFILING_INTERVAL_SECONDS) must be >= 10, got 5" in message
 
 
-def test_provider_arguments_are_reported_as_ignored(instrumentor, tmp_path, caplog):
+def test_given_providers_receive_spans_metrics_and_records(instrumentor, tmp_path):
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import (
+        InMemoryLogRecordExporter,
+        SimpleLogRecordProcessor,
+    )
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    config = _monitor_config("")
-    caplog.set_level(logging.WARNING, logger="otel_memory")
+    from otel_memory import traced_task
 
-    instrumentor.instrument(config=config, tracer_provider=TracerProvider())
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    logs = InMemoryLogRecordExporter()
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
 
-    assert monitor.is_running()
-    assert any("tracer_provider ignored" in r.getMessage() for r in caplog.records)
+    instrumentor.instrument(
+        config=_monitor_config(str(tmp_path / "logs")),
+        tracer_provider=tracer_provider,
+        meter_provider=MeterProvider(metric_readers=[reader]),
+        logger_provider=logger_provider,
+    )
+    with traced_task("On Given Providers"):
+        pass
+    monitor.flush()
+
+    assert [s.name for s in spans.get_finished_spans()] == ["On Given Providers"]
+    names = {
+        m.name
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    assert "otel_memory.limit" in names and "otel_memory.task.rss.growth" in names
+    bodies = [r.log_record.body for r in logs.get_finished_logs()]
+    assert any(monitor.STARTED in str(body) for body in bodies)
+
+
+def test_otel_sdk_disabled_makes_it_a_no_op(instrumentor, tmp_path, monkeypatch):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+
+    instrumentor.instrument(config=_monitor_config(str(tmp_path / "logs")))
+
+    assert not monitor.is_running()
+    assert not (tmp_path / "logs").exists()
 
 
 def test_unexpected_error_is_logged_not_raised(instrumentor, caplog):
@@ -175,4 +216,13 @@ def test_bad_configuration_leaves_the_app_running(tmp_path):
     assert "app done" in result.stdout
     assert "memory monitoring not started, bad configuration" in result.stderr
     assert "OTEL_PYTHON_MEMORY_MONITOR_INTERVAL_SECONDS" in result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.e2e
+def test_otel_sdk_disabled_under_opentelemetry_instrument(tmp_path):
+    result = _run_instrumented(tmp_path, OTEL_SDK_DISABLED="true")
+
+    assert result.returncode == 0, result.stderr
+    assert "app done" in result.stdout
     assert not (tmp_path / "logs").exists()

@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from otel_memory import attributes as attr
 from otel_memory import clear_active_task, set_active_task, traced_task
 from otel_memory.readings import MB
-from otel_memory.tasks import open_tasks, peak_sampler
+from otel_memory.runtime import get_runtime
 from otel_memory.testing import FakeReadingSource, reading
 
 
@@ -47,6 +47,7 @@ def test_span_attributes_match_the_readings_exactly(span_exporter, fake_source):
         attr.VMS_DELTA: -10 * MB,
         attr.RSS_PEAK: end.rss,
         attr.TASK_END_LABEL: "Nations Dump Complete",
+        attr.LIMIT: start.system_total,
     }
     assert span.status.status_code is StatusCode.UNSET
 
@@ -59,8 +60,8 @@ def test_peak_comes_from_samples_taken_while_the_task_runs(span_exporter):
     readings.set_reading_source(source)
     try:
         with traced_task("Nations Dump Processing"):
-            peak_sampler.sample_now()
-            peak_sampler.sample_now()
+            get_runtime().sampler.sample_now()
+            get_runtime().sampler.sample_now()
     finally:
         readings.set_reading_source(None)
 
@@ -72,7 +73,7 @@ def test_peak_is_never_below_start_or_end(span_exporter, fake_source):
     fake_source.push(reading(rss_mb=500), reading(rss_mb=200))
     fake_source.rss_samples = [50 * MB]
     with traced_task("shrinking"):
-        peak_sampler.sample_now()
+        get_runtime().sampler.sample_now()
     (span,) = span_exporter.get_finished_spans()
     assert span.attributes[attr.RSS_PEAK] == 500 * MB
 
@@ -246,7 +247,7 @@ def test_leaving_a_with_block_ends_legacy_tasks_forgotten_inside(span_exporter):
         set_active_task("forgotten")
     names = [s.name for s in span_exporter.get_finished_spans()]
     assert names == ["forgotten", "outer"]
-    assert len(open_tasks) == 0
+    assert len(get_runtime().open_tasks) == 0
 
 
 async def test_a_thousand_concurrent_asyncio_tasks_never_end_each_others_spans(span_exporter):
@@ -268,7 +269,7 @@ async def test_a_thousand_concurrent_asyncio_tasks_never_end_each_others_spans(s
         assert inner.parent.span_id == outer.context.span_id
         assert inner.attributes[attr.TASK_END_LABEL] == f"inner {i} done"
         assert outer.parent is None
-    assert len(open_tasks) == 0
+    assert len(get_runtime().open_tasks) == 0
 
 
 def test_sixteen_threads_with_nested_tasks(span_exporter):

@@ -11,7 +11,10 @@ or, in code, with the providers already configured::
     MemoryInstrumentor().uninstrument()         # stops the monitor
 
 ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=memory`` keeps ``opentelemetry-instrument`` from loading
-it. A failure here is logged on the ``otel_memory`` logger and never raised: an exception would
+it, and ``OTEL_SDK_DISABLED=true`` makes it a no-op. ``tracer_provider``, ``meter_provider`` and
+``logger_provider`` keywords are used as contrib instrumentations use them.
+
+A failure here is logged on the ``otel_memory`` logger and never raised: an exception would
 stop ``opentelemetry-instrument`` from loading the instrumentors after this one, and the
 application must run on without memory monitoring rather than not at all.
 
@@ -21,6 +24,7 @@ This module needs ``opentelemetry-instrumentation``; ``import otel_memory`` does
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Collection
 from typing import Any
 
@@ -36,7 +40,7 @@ from otel_memory.instrumentation.version import __version__
 __all__ = ["MemoryInstrumentor", "__version__"]
 
 _log = logging.getLogger("otel_memory")
-_PROVIDER_ARGUMENTS = frozenset({"tracer_provider", "meter_provider", "logger_provider"})
+_OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
 
 
 def _resolve_config(given: object) -> Config:
@@ -50,10 +54,9 @@ class MemoryInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # the base cl
     """Starts the otel-memory monitor (daily log, periodic lines, gauges, log records).
 
     Keyword arguments of ``instrument()``: ``config`` (a ``Config`` or a YAML path; default:
-    ``OTEL_PYTHON_MEMORY_CONFIG`` and ``OTEL_PYTHON_MEMORY_*``). Spans, metrics and log records
-    go through the global tracer, meter and logger providers, which ``opentelemetry-instrument``
-    configures before it loads instrumentors; ``tracer_provider``, ``meter_provider`` and
-    ``logger_provider`` arguments are therefore reported and ignored.
+    ``OTEL_PYTHON_MEMORY_CONFIG`` and ``OTEL_PYTHON_MEMORY_*``), and ``tracer_provider``,
+    ``meter_provider``, ``logger_provider`` (default: the global providers, which
+    ``opentelemetry-instrument`` configures before it loads instrumentors).
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -61,14 +64,17 @@ class MemoryInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # the base cl
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        ignored = sorted(_PROVIDER_ARGUMENTS.intersection(kwargs))
-        if ignored:
-            _log.warning(
-                "otel-memory: %s ignored: the monitor uses the global providers", ", ".join(ignored)
-            )
+        if os.environ.get(_OTEL_SDK_DISABLED, "").strip().lower() == "true":
+            _log.debug("otel-memory: OTEL_SDK_DISABLED=true, memory monitoring not started")
+            return
         try:
             config = _resolve_config(kwargs.get("config"))
-            otel_memory.start(config)
+            otel_memory.start(
+                config,
+                tracer_provider=kwargs.get("tracer_provider"),
+                meter_provider=kwargs.get("meter_provider"),
+                logger_provider=kwargs.get("logger_provider"),
+            )
         except ConfigError as exc:
             _log.error("otel-memory: memory monitoring not started, bad configuration: %s", exc)
         except Exception:
