@@ -1,138 +1,176 @@
-"""``otel-memory report``: one self-contained page whose SVG agrees with the numbers."""
+"""``otel-memory report``: one self-contained page whose chart data agrees with the numbers.
+
+What the browser does with the page is in ``test_report_browser.py``.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta
 from pathlib import Path
 
-import pytest
+from report_logs import three_day_log
 from test_cli_analyze import SEED_LINES, line, write_log
 
 from otel_memory.cli import main
-from otel_memory.cli.series import Bands, Downsampler
+from otel_memory.cli.report import UPLOT_VERSION
+from otel_memory.cli.series import OTHER_TASKS, SERIES, Bands, Downsampler
 
-SVG = "{http://www.w3.org/2000/svg}"
+ASSETS = Path(__file__).parent.parent / "otel_memory" / "cli" / "assets"
 
 
-def render(tmp_path: Path, capsys, *args: str) -> tuple[str, ET.Element]:
+def render(tmp_path: Path, capsys, *args: str) -> tuple[str, dict]:
     out = tmp_path / "report.html"
     assert main(["report", *args, "-o", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
     page = out.read_text(encoding="utf-8")
-    svg = re.search(r"<svg.*?</svg>", page, re.DOTALL)
-    assert svg is not None
-    return page, ET.fromstring(svg.group(0))
-
-
-def points(element: ET.Element) -> list[tuple[float, float]]:
-    return [tuple(map(float, p.split(","))) for p in element.attrib["points"].split()]
-
-
-def y_scale(svg: ET.Element) -> tuple[float, float]:
-    """Intercept and slope of pixel y against MB, fitted on the y-axis ticks."""
-    ticks = [
-        (float(t.attrib["data-mb"]), float(t.attrib["y1"]))
-        for t in svg.iter(f"{SVG}line")
-        if t.attrib.get("class") == "tick" and "data-mb" in t.attrib
-    ]
-    assert len(ticks) >= 3
-    (mb0, y0), (mb1, y1) = ticks[0], ticks[-1]
-    slope = (y1 - y0) / (mb1 - mb0)
-    for mb, y in ticks:  # every tick on the same straight line
-        assert y == pytest.approx(y0 + slope * (mb - mb0), abs=0.1)
-    return y0 - slope * mb0, slope
+    found = re.search(r'<script type="application/json" id="chart-data">(.*?)</script>', page,
+                      re.DOTALL)  # fmt: skip
+    return page, json.loads(found.group(1)) if found else {}
 
 
 def test_report_is_self_contained(tmp_path, capsys):
     log = write_log(tmp_path / "memory_20251116.log", SEED_LINES)
     page, _ = render(tmp_path, capsys, str(log))
     assert page.startswith("<!DOCTYPE html>")
-    assert "<style>" in page
-    for remote in ("http://", "https://", "<script", "<link", "src="):
-        assert remote not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    for remote in ("<link", "src=", "url(", "@import", "fetch(", "XMLHttpRequest"):
+        assert remote not in page
+    # The only addresses are the library's home, in its banner comment, and none is loaded.
+    assert set(re.findall(r"https?://[^\s\"')]+", page)) == {"https://github.com/leeoniya/uPlot"}
+    scripts = re.findall(r"<script[^>]*>", page)
+    assert scripts == ['<script type="application/json" id="chart-data">', "<script>", "<script>"]
+    # uPlot inline, unmodified, with its MIT licence beside it, and the page says so.
+    assert (ASSETS / "uPlot.iife.min.js").read_text() in page
+    assert (ASSETS / "uPlot.min.css").read_text() in page
+    assert (ASSETS / "uPlot.LICENSE").read_text() in page
+    assert f"uPlot {UPLOT_VERSION}" in page and "MIT licence" in page
 
 
-def test_svg_structure_and_numbers(tmp_path, capsys):
+def test_vendored_uplot_matches_its_pinned_version():
+    banner = (ASSETS / "uPlot.iife.min.js").read_text()[:80]
+    assert f"(v{UPLOT_VERSION})" in banner
+    assert "Permission is hereby granted, free of charge" in (ASSETS / "uPlot.LICENSE").read_text()
+    assert UPLOT_VERSION in (ASSETS / "README.md").read_text()
+
+
+def test_chart_data_and_tables_carry_the_numbers(tmp_path, capsys):
     log = write_log(tmp_path / "memory_20251116.log", SEED_LINES)
-    page, svg = render(tmp_path, capsys, str(log), "--warning-mb", "250", "--critical-mb", "500")
-    intercept, slope = y_scale(svg)
+    page, data = render(tmp_path, capsys, str(log), "--warning-mb", "250", "--critical-mb", "500")
 
-    def y_of(mb: float) -> float:
-        return intercept + slope * mb
+    # One row per line, in time order, every value as the log wrote it.
+    t0 = data["times"][0]
+    assert [t - t0 for t in data["times"]] == [0, 120, 255, 405, 480]
+    assert data["rss"] == [245.3, 267.8, 598.4, 289.1, 234.2]
+    assert data["vms"] == [512.1, 534.2, 812.7, 545.8, 498.3]
+    assert data["available"] == [1024.5, 1001.2, 725.3, 989.7, 1043.8]
+    assert data["lines"] == 5
+    assert {name: data["colours"][name] for name in SERIES}
 
-    # Thresholds sit where the axis puts 250 and 500 MB.
-    thresholds = {
-        t.attrib["class"].split()[1]: t for t in svg.iter(f"{SVG}line")
-        if t.attrib.get("class", "").startswith("threshold")
-    }  # fmt: skip
-    assert set(thresholds) == {"warning", "critical", "available-min"}
-    assert float(thresholds["warning"].attrib["y1"]) == pytest.approx(y_of(250), abs=0.1)
-    assert float(thresholds["critical"].attrib["y1"]) == pytest.approx(y_of(500), abs=0.1)
-    assert float(thresholds["available-min"].attrib["y1"]) == pytest.approx(y_of(500), abs=0.1)
+    assert [(th["name"], th["mb"]) for th in data["thresholds"]] == [
+        ("warning", 250.0), ("critical", 500.0), ("available-min", 500.0),
+    ]  # fmt: skip
+    # The task ran from its START to the END that closed it.
+    assert data["tasks"] == ["Nations Dump Download"]
+    assert [b[:3] for b in data["bands"]] == [[0, t0, t0 + 405]]
+    # Peaks are marked where the table lists them.
+    assert data["peaks"][0] == {"rank": 1, "t": t0 + 255, "mb": 598.4,
+                                "task": "Nations Dump Processing"}  # fmt: skip
 
-    # One unbroken polyline per series, one point per line, in time order, at the right height.
-    lines = {
-        name: [p for p in svg.iter(f"{SVG}polyline") if p.attrib["class"] == f"series {name}"]
-        for name in ("rss", "vms", "available")
-    }
-    assert {name: len(found) for name, found in lines.items()} == {
-        "rss": 1, "vms": 1, "available": 1,
-    }  # fmt: skip
-    rss = points(lines["rss"][0])
-    assert len(rss) == 5
-    assert [x for x, _ in rss] == sorted(x for x, _ in rss)
-    expected_rss = [245.3, 267.8, 598.4, 289.1, 234.2]
-    for (_, y), mb in zip(rss, expected_rss, strict=True):
-        assert y == pytest.approx(y_of(mb), abs=0.1)
-    available = points(lines["available"][0])
-    assert available[2][1] == pytest.approx(y_of(725.3), abs=0.1)
-
-    # The task band spans START (first point) to END (fourth point).
-    bands = [r for r in svg.iter(f"{SVG}rect") if r.attrib.get("class") == "task-band"]
-    assert [b.attrib["data-task"] for b in bands] == ["Nations Dump Download"]
-    left = float(bands[0].attrib["x"])
-    right = left + float(bands[0].attrib["width"])
-    assert left == pytest.approx(rss[0][0], abs=0.1)
-    assert right == pytest.approx(rss[3][0], abs=0.1)
-    # 405 s of a 480 s range on the plot width.
-    assert (right - left) / (rss[4][0] - rss[0][0]) == pytest.approx(405 / 480, abs=1e-3)
-
-    # The tables carry the analysis numbers.
     tables = [ET.fromstring(t) for t in re.findall(r'<table class="analysis">.*?</table>', page,
                                                     re.DOTALL)]  # fmt: skip
     rows = {
         (row[0].text or ""): [c.text for c in row] for table in tables for row in table.iter("tr")
     }
-    assert rows["Nations Dump Download"][1:8] == ["2", "256.6", "245.3", "267.8", "1", "+43.8",
-                                                  "+43.8"]  # fmt: skip
+    assert rows["Nations Dump Download"][1:4] == ["2", "256.6", "245.3"]
     assert rows["RSS warning"][2:4] == ["0:06:00", "3"]
     assert rows["1"][1] == "598.4"
+    assert "5 lines, every one drawn." in page
 
 
-def test_series_stay_bounded_for_large_logs(tmp_path, capsys):
+def test_script_data_cannot_break_out_of_its_element(tmp_path, capsys):
+    evil = "</script><script>alert(1)</script><!--"
+    lines = [
+        line("2025-11-16 08:30:00", ">>>", evil, 200),
+        line("2025-11-16 08:32:00", "<<<", evil, 210),
+    ]
+    log = write_log(tmp_path / "memory_20251116.log", lines)
+    page, data = render(tmp_path, capsys, str(log), "--title", "a <b> & \udcff title")
+    assert data["tasks"] == [evil]
+    assert "<script>alert(1)" not in page
+    assert "<title>a &lt;b&gt; &amp; ? title</title>" in page
+
+
+def test_large_logs_stay_small_and_keep_their_spikes(tmp_path, capsys):
     lines = []
     for i in range(12_000):
-        minute = i * 2
-        stamp = f"2025-11-{16 + minute // 1440:02d} {minute // 60 % 24:02d}:{minute % 60:02d}:00"
-        lines.append(line(stamp, "---", "Idle", 200 + (i % 97) + (900 if i == 7777 else 0)))
+        stamp = f"{datetime(2025, 11, 16) + timedelta(minutes=2 * i):%Y-%m-%d %H:%M:%S}"
+        dip = 700 if i == 4242 else 0
+        lines.append(
+            line(
+                stamp,
+                "---",
+                "Idle",
+                200 + (i % 97) + (900 if i == 7777 else 0),
+                available=1000 - dip,
+            )
+        )
     log = write_log(tmp_path / "big.log", lines)
-    page, svg = render(tmp_path, capsys, str(log))
-    rss = [pt for p in svg.iter(f"{SVG}polyline") if p.attrib["class"] == "series rss"
-           for pt in points(p)]  # fmt: skip
-    assert len(rss) <= 2000
-    # The single spike survives downsampling.
-    intercept, slope = y_scale(svg)
-    assert min(y for _, y in rss) == pytest.approx(intercept + slope * (200 + 7777 % 97 + 900),
-                                                   abs=0.1)  # fmt: skip
-    assert len(page) < 400_000
+    page, data = render(tmp_path, capsys, str(log))
+    assert len(data["times"]) <= 2000
+    assert data["lines"] == 12_000
+    # The single spike and the single dip survive downsampling, as do the extremes.
+    assert max(data["rss"]) == 200 + 7777 % 97 + 900
+    assert min(data["available"]) == 300
+    assert min(data["rss"]) == 200
+    assert "12,000 lines drawn as" in page
+    assert len(page) < 250_000
+
+
+def test_months_of_logs_with_thousands_of_runs_stay_under_two_megabytes(tmp_path, capsys):
+    # 90 days, a line every 2 minutes, a short task every 10 minutes: 64,800 lines, 12,960 runs.
+    lines = []
+    for i in range(64_800):
+        minute = i * 2
+        day, rest = divmod(minute, 1440)
+        stamp = f"2025-{9 + day // 30:02d}-{1 + day % 30:02d} {rest // 60:02d}:{rest % 60:02d}:00"
+        marker = (">>>", "<<<", "---", "---", "---")[i % 5]
+        lines.append(
+            line(stamp, marker, f"Job {i // 5 % 40}" if marker != "---" else "Idle", 200 + i % 50)
+        )
+    log = write_log(tmp_path / "months.log", lines)
+    page, data = render(tmp_path, capsys, str(log))
+    assert len(page.encode()) < 2 * 1024 * 1024
+    assert len(data["bands"]) <= 500
+    assert sum(b[4] for b in data["bands"]) == 12_960  # merged, none lost
+
+
+def test_three_days_of_daily_logs_make_one_chart(tmp_path, capsys):
+    logs = three_day_log(tmp_path)
+    _, data = render(tmp_path, capsys, str(tmp_path))
+    assert len(logs) == 3
+    # Every 6-second refresh is a band of its own: short runs are not lost at this scale.
+    refreshes = [b for b in data["bands"] if data["tasks"][b[0]] == "Cache Refresh"]
+    assert len(refreshes) == 3 * 48  # every 30 minutes
+    assert all(b[2] - b[1] == 6 for b in refreshes)
+    assert data["times"][-1] - data["times"][0] == 3 * 86400 - 120
 
 
 def test_empty_selection_still_writes_a_page(tmp_path, capsys):
     log = write_log(tmp_path / "memory_20251116.log", SEED_LINES)
-    page, svg = render(tmp_path, capsys, str(log), "--since", "2030-01-01")
+    page, data = render(tmp_path, capsys, str(log), "--since", "2030-01-01")
     assert "no memory lines to chart" in page
-    assert svg.tag == f"{SVG}svg"
+    assert data == {}
+    assert "<script" not in page
+
+
+# --------------------------------------------------------------------------- series
+
+
+def columns(samples: Downsampler, max_gap: float) -> list[tuple]:
+    found = samples.columns(max_gap)
+    return list(zip(found.times, *found.values, strict=True))
 
 
 def test_downsampler_keeps_extremes_and_bounds():
@@ -140,29 +178,64 @@ def test_downsampler_keeps_extremes_and_bounds():
     for i in range(10_000):
         samples.add(float(i), float(i % 100), 0.0, -float(i % 13))
     assert samples.count == 10_000
-    for series in range(3):
-        flat = [p for segment in samples.points(series, max_gap=5) for p in segment]
-        assert len(flat) <= 100
-    rss = [v for segment in samples.points(0, max_gap=5) for _, v in segment]
+    found = samples.columns(max_gap=5)
+    assert len(found.times) <= 100
+    assert found.times == sorted(found.times)
+    rss = [v for v in found.values[0] if v is not None]
+    available = [v for v in found.values[2] if v is not None]
     assert (min(rss), max(rss)) == (0.0, 99.0)
+    assert min(available) == -12.0
     assert samples.time_range == (0.0, 9999.0)
+
+
+def test_downsampler_keeps_the_order_of_a_dip_and_a_spike():
+    samples = Downsampler(max_buckets=2, initial_width=100.0)
+    for t, rss in ((0, 50.0), (10, 900.0), (20, 40.0), (30, 60.0)):  # spike, then dip
+        samples.add(float(t), rss, 0.0, 0.0)
+    for t, rss in ((100, 50.0), (110, 10.0), (120, 800.0)):  # dip, then spike
+        samples.add(float(t), rss, 0.0, 0.0)
+    assert [(t, rss) for t, rss, *_ in columns(samples, max_gap=240)] == [
+        (0, 900.0), (30, 40.0), (100, 10.0), (120, 800.0),
+    ]  # fmt: skip
 
 
 def test_downsampler_breaks_lines_at_gaps():
     samples = Downsampler()
     for t in (0, 120, 240, 10_000, 10_120):
-        samples.add(float(t), 1.0, 1.0, 1.0)
-    assert [len(s) for s in samples.points(0, max_gap=240)] == [3, 2]
+        samples.add(float(t), 1.0, 2.0, 3.0)
+    assert columns(samples, max_gap=240) == [
+        (0, 1.0, 2.0, 3.0), (120, 1.0, 2.0, 3.0), (240, 1.0, 2.0, 3.0),
+        (5120, None, None, None),
+        (10_000, 1.0, 2.0, 3.0), (10_120, 1.0, 2.0, 3.0),
+    ]  # fmt: skip
+
+
+def test_one_instant_shows_the_worse_value_of_each_series():
+    samples = Downsampler()
+    samples.add(5.0, 100.0, 300.0, 900.0)  # END and START in the same second
+    samples.add(5.0, 150.0, 280.0, 950.0)
+    assert columns(samples, max_gap=240) == [(5.0, 150.0, 300.0, 900.0)]
 
 
 def test_bands_merge_when_too_many():
     bands = Bands(limit=10, initial_gap=1.0)
     for i in range(1000):
-        bands.add("Job", i * 10.0, i * 10.0 + 5)
-    bands.add("Other", 3.0, 4.0)
+        bands.add("Job", i * 10.0, i * 10.0 + 5, "end")
+    bands.add("Other", 3.0, 4.0, "end")
     found = bands.bands()
     assert len(found) <= 10
     job = [b for b in found if b.task == "Job"]
     assert job[0].start == 0.0
     assert max(b.end for b in job) == 9995.0
-    assert any(b.task == "Other" for b in found)
+    assert sum(b.runs for b in job) == 1000
+    assert [(b.task, b.runs, b.reason) for b in found if b.task == "Other"] == [("Other", 1, "end")]
+
+
+def test_bands_of_too_many_task_names_share_a_name():
+    bands = Bands(limit=50)
+    for i in range(600):  # 600 names, one run each: merging alone cannot help
+        bands.add(f"Import {i}", i * 100.0, i * 100.0 + 5)
+    found = bands.bands()
+    assert len(found) <= 50
+    assert sum(b.runs for b in found) == 600
+    assert OTHER_TASKS in {b.task for b in found}

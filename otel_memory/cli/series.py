@@ -4,21 +4,28 @@
 
     samples = Downsampler(max_buckets=1000)
     samples.add(t, rss_mb, vms_mb, available_mb)       # once per line, any order
-    points = samples.points(series=0, max_gap=240)     # [[(t, mb), ...], ...] line segments
+    columns = samples.columns(max_gap=240)             # times, and values per series
 
 Buckets are aligned on multiples of a width that doubles (merging neighbours) whenever there
 are more than ``max_buckets`` of them, so memory stays bounded without knowing the time range
 in advance. Each bucket keeps, per series, its lowest and its highest point, so spikes survive
-downsampling: a series has at most twice ``max_buckets`` points.
+downsampling: a series has at most twice ``max_buckets`` points (plus one ``None`` per gap).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from otel_memory.cli.taskruns import TaskRun
 
 SERIES = ("rss", "vms", "available")
 """The series :class:`Downsampler` keeps, in the order ``add`` takes them."""
+
+_LOW_IS_WORSE = frozenset({"available"})
 
 # Per bucket: first t, last t, then per series: t of min, min, t of max, max.
 _FIRST, _LAST = 0, 1
@@ -26,6 +33,14 @@ _FIRST, _LAST = 0, 1
 
 def _series_slot(series: int) -> int:
     return 2 + 4 * series
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Chart data: times and, per series of :data:`SERIES`, one value per time (``None``: a gap)."""
+
+    times: list[float]
+    values: list[list[float | None]]
 
 
 class Downsampler:
@@ -91,21 +106,35 @@ class Downsampler:
             max(b[_LAST] for b in self._buckets.values()),
         )
 
-    def points(self, series: int, max_gap: float) -> list[list[tuple[float, float]]]:
-        """The series as line segments of ``(t, value)``, split where no line was written for
-        longer than ``max_gap`` seconds (the process was not running)."""
-        slot = _series_slot(series)
-        segments: list[list[tuple[float, float]]] = []
+    def columns(self, max_gap: float) -> Columns:
+        """The buckets as aligned chart columns, a row of ``None`` wherever no line was written
+        for longer than ``max_gap`` seconds (the process was not running)."""
+        times: list[float] = []
+        values: list[list[float | None]] = [[] for _ in SERIES]
         previous_last: float | None = None
         for index in sorted(self._buckets):
             bucket = self._buckets[index]
-            if previous_last is None or bucket[_FIRST] - previous_last > max(max_gap, 0.0):
-                segments.append([])
-            low = (bucket[slot], bucket[slot + 1])
-            high = (bucket[slot + 2], bucket[slot + 3])
-            segments[-1].extend(sorted({low, high}))
-            previous_last = bucket[_LAST]
-        return segments
+            first, last = bucket[_FIRST], bucket[_LAST]
+            if previous_last is not None and first - previous_last > max(max_gap, 0.0):
+                times.append((previous_last + first) / 2)
+                for column in values:
+                    column.append(None)
+            previous_last = last
+            if first == last:  # one instant: the worse extreme of each series stands for it
+                times.append(first)
+                for series, column in enumerate(values):
+                    slot = _series_slot(series)
+                    worse = slot + 1 if SERIES[series] in _LOW_IS_WORSE else slot + 3
+                    column.append(bucket[worse])
+                continue
+            # Two rows, at the bucket's first and last line: each series' extremes in the
+            # order they happened, so a spike stays a spike and a dip a dip.
+            times.extend((first, last))
+            for series, column in enumerate(values):
+                slot = _series_slot(series)
+                low, high = bucket[slot + 1], bucket[slot + 3]
+                column.extend((low, high) if bucket[slot] <= bucket[slot + 2] else (high, low))
+        return Columns(times, values)
 
 
 def _merge(into: list[float], other: list[float]) -> None:
@@ -118,39 +147,64 @@ def _merge(into: list[float], other: list[float]) -> None:
             into[slot + 2], into[slot + 3] = other[slot + 2], other[slot + 3]
 
 
+OTHER_TASKS = "(other tasks)"
+"""The name bands of rare task names share once there are too many bands to draw."""
+_NAMED_TASKS = 20
+
+
 @dataclass(frozen=True, slots=True)
 class Band:
-    """A task running from ``start`` to ``end`` (seconds on the analyzer's axis)."""
+    """A task running from ``start`` to ``end`` (seconds on the analyzer's axis).
+
+    Args:
+        task: the task name.
+        start: when it started.
+        end: when it ended; ``start`` when it never did (``reason`` ``"unfinished"``).
+        reason: how it ended (:class:`~otel_memory.cli.taskruns.TaskRun`'s ``end_reason``),
+            empty for merged bands.
+        runs: how many runs this band stands for (more than one once bands are merged).
+    """
 
     task: str
     start: float
     end: float
+    reason: str = ""
+    runs: int = 1
 
 
 class Bands:
-    """START..END intervals, at most about ``limit``: when there are more, intervals of the same
-    task closer than a growing gap are merged (they would touch on the chart anyway)."""
+    """Task runs to draw, at most about ``limit``: when there are more, runs of the same task
+    closer than a growing gap are merged (they would touch on the chart anyway), and if that is
+    not enough, the rarest task names share one name, :data:`OTHER_TASKS`."""
 
     def __init__(self, limit: int = 500, initial_gap: float = 60.0) -> None:
         self.limit = limit
         self.gap = initial_gap
         self._bands: list[Band] = []
 
-    def add(self, task: str, start: float, end: float) -> None:
+    def add(self, task: str, start: float, end: float, reason: str = "") -> None:
         """Record one interval."""
-        self._bands.append(Band(task, start, max(start, end)))
+        self._bands.append(Band(task, start, max(start, end), reason))
         if len(self._bands) > 2 * self.limit:
             self._compact()
 
+    def add_run(self, run: TaskRun) -> None:
+        """Record one task run; one that never ended is drawn at its start."""
+        end = run.start if run.end is None else run.end
+        self.add(run.name, run.start, end, run.end_reason)
+
     def _compact(self) -> None:
+        span = max(b.end for b in self._bands) - min(b.start for b in self._bands)
         while True:
             self._bands = _merged(self._bands, self.gap)
             if len(self._bands) <= self.limit:
                 return
+            if self.gap > span:  # one band per name already: too many names
+                self._bands = _fewer_names(self._bands)
             self.gap *= 2
 
     def bands(self) -> list[Band]:
-        """The intervals (merged if there were many), by start time."""
+        """The runs (merged if there were many), by start time."""
         if len(self._bands) > self.limit:
             self._compact()
         return sorted(self._bands, key=lambda b: (b.start, b.task))
@@ -161,7 +215,16 @@ def _merged(bands: list[Band], gap: float) -> list[Band]:
     for band in sorted(bands, key=lambda b: (b.task, b.start)):
         last = result[-1] if result else None
         if last is not None and last.task == band.task and band.start - last.end <= gap:
-            result[-1] = Band(last.task, last.start, max(last.end, band.end))
+            result[-1] = Band(
+                last.task, last.start, max(last.end, band.end), "", last.runs + band.runs
+            )
         else:
             result.append(band)
     return result
+
+
+def _fewer_names(bands: list[Band]) -> list[Band]:
+    """Keep the most frequent task names; the others become :data:`OTHER_TASKS`."""
+    counts = Counter(b.task for b in bands)
+    kept = {name for name, _ in counts.most_common(_NAMED_TASKS)}
+    return [b if b.task in kept else replace(b, task=OTHER_TASKS) for b in bands]
