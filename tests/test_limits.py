@@ -319,19 +319,19 @@ CHILD = """
 import json, os, sys
 with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as file:
     file.write(str(os.getpid()))
+import psutil
 from otel_memory.limits import CgroupMemory
-from otel_memory.readings import PsutilReadingSource
 
 def usage():
     with open(os.path.join(sys.argv[1], "memory.usage_in_bytes")) as file:
         return int(file.read())
 
 ballast = bytearray(20 * 1024 * 1024)  # resident: the usage is well above zero
-reading = PsutilReadingSource().read()
+host = psutil.virtual_memory()
 before = usage()
-available, limit, source = CgroupMemory().effective(reading.system_available, reading.system_total)
+available, limit, source = CgroupMemory().effective(host.available, host.total)
 print(json.dumps({"available": available, "limit": limit, "source": source, "usage": before,
-                  "host_available": reading.system_available}))
+                  "host_available": host.available}))
 """
 
 
