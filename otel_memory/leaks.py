@@ -1,26 +1,44 @@
-"""Leak suspects (classes that keep growing) and the idle RSS trend.
+"""Leak suspects: classes whose objects keep accumulating in censuses taken after full collections.
 
-    from otel_memory.leaks import LeakDetector, slope_per_hour
+    from otel_memory.leaks import LeakDetector, report_suspect
 
     detector = LeakDetector(snapshots=3)
-    for census in censuses:                      # consecutive heap censuses
-        for suspect in detector.observe(census):  # classes that just became suspects
+    for census in censuses:                       # each taken right after a full gc
+        for suspect in detector.observe(census):   # classes that just became suspects
             report_suspect(suspect)
-    slope_per_hour([(t0, 230.1), (t1, 231.0)])   # least-squares slope, units per hour
 
-A class is a *suspect* when its object count grew in ``snapshots`` consecutive censuses (each
-census counted more objects of that class than the one before it). A single steady count or a
-drop resets its streak. The idle trend is the least-squares slope of RSS over samples taken
-while no task is open, so work that frees its memory afterwards does not look like a leak.
+The detector only sees what it is fed: :class:`~otel_memory.profiler.Profiler` feeds it censuses
+taken right after a full (generation 2) collection, so unreachable cycles, which that collection
+freed, never count. On top of that, a class is a suspect only when all of these hold:
+
+- **Sustained**: its count grew in each of the last ``snapshots`` censuses (a flat or falling
+  census resets the streak). ``before`` is its count when the streak began.
+- **Large**: it gained at least ``min_growth`` (1,000) objects and at least ``min_ratio`` (20 %)
+  of ``before`` over the streak. In-flight work (a batch of handlers, a request's objects, a
+  queue of spans) moves classes by tens to hundreds of objects and then drops back; the leak this
+  exists for gains thousands of objects a second, tens of thousands per snapshot, 10-100x the
+  bar. 1,000 objects of ~100 B is ~100 KB: less is not worth an alert. The ratio is taken from
+  the start of the streak, so a class with a large steady population drifting with load is not a
+  suspect, while a real leak keeps its streak and eventually passes 20 % whatever its base.
+- **Not ours**: classes of ``otel_memory`` and ``opentelemetry`` (SDK, exporters,
+  instrumentations: spans in export queues, aggregations, exemplar reservoirs) never are.
+- **Generic types need strong evidence.** Builtins and the standard library's plumbing
+  (``dict``, ``list``, ``collections.defaultdict``, ``collections.deque``, locks, weakrefs,
+  asyncio futures...) are what every class's work is made of, the SDK's included. Such a type is
+  a suspect only with 10x the bar (10,000 objects, 50 %) *and* that much growth left over after
+  subtracting, census by census, what every specific class (ours and the SDK's included) gained
+  meanwhile: a leaking ``Message`` that owns a list makes ``list`` grow as much, and only
+  ``Message`` is named. A module-level dict of plain dicts is still caught.
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from opentelemetry import _logs
@@ -41,7 +59,57 @@ ATTR_COUNT_BEFORE = "python.heap.objects.before"
 ATTR_COUNT_NOW = "python.heap.objects.now"
 ATTR_GROWTH = "python.heap.objects.growth"
 
-SECONDS_PER_HOUR = 3600.0
+MIN_GROWTH = 1_000
+"""Objects a class must gain over its streak to be a suspect."""
+MIN_RATIO = 0.2
+"""Growth over the streak relative to the count when it began."""
+GENERIC_FACTOR = 10
+"""How much more a generic type must gain (unexplained) than :data:`MIN_GROWTH`."""
+GENERIC_MIN_RATIO = 0.5
+"""The relative bar for generic types."""
+
+OWN_MODULES = ("otel_memory", "opentelemetry")
+"""Classes from these packages are never suspects: the monitor's and the SDK's own work."""
+GENERIC_MODULES = (
+    "collections",
+    "_collections",
+    "threading",
+    "_thread",
+    "queue",
+    "_queue",
+    "weakref",
+    "_weakref",
+    "_weakrefset",
+    "asyncio",
+    "_asyncio",
+    "concurrent.futures",
+    "contextvars",
+    "_contextvars",
+    "functools",
+    "_functools",
+    "types",
+)
+"""Standard-library plumbing treated like builtins (see the module docstring)."""
+
+
+class Kind(enum.Enum):
+    """How the detector treats a class."""
+
+    SPECIFIC = "specific"
+    GENERIC = "generic"
+    OWN = "own"
+
+
+@functools.lru_cache(maxsize=8192)
+def kind_of(name: str) -> Kind:
+    """The kind of a census class name (``dict``, ``module.QualName``)."""
+    if "." not in name:
+        return Kind.GENERIC  # builtins are named bare
+    if any(name.startswith(module + ".") for module in OWN_MODULES):
+        return Kind.OWN
+    if any(name.startswith(module + ".") for module in GENERIC_MODULES):
+        return Kind.GENERIC
+    return Kind.SPECIFIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +132,28 @@ class _Track:
     count: int
     before: int
     streak: int = 0
+    unexplained: int = 0  # generic types: growth not matched by specific classes meanwhile
 
 
 class LeakDetector:
-    """Compares each census with the previous one; thread-safe."""
+    """Compares each census with the previous one; thread-safe.
 
-    def __init__(self, snapshots: int = 3) -> None:
+    Args:
+        snapshots: growing censuses in a row needed (``leak_snapshots``).
+        min_growth: objects a specific class must gain over its streak.
+        min_ratio: gain relative to the count at the start of the streak.
+    """
+
+    def __init__(
+        self, snapshots: int = 3, *, min_growth: int = MIN_GROWTH, min_ratio: float = MIN_RATIO
+    ) -> None:
         if snapshots < 1:
             raise ValueError(f"snapshots must be >= 1, got {snapshots}")
         self.snapshots = snapshots
+        self.min_growth = min_growth
+        self.min_ratio = min_ratio
         self._tracks: dict[str, _Track] = {}
+        self._flagged: set[str] = set()
         self._lock = threading.Lock()
 
     def observe(self, census: HeapCensus) -> list[LeakSuspect]:
@@ -84,36 +164,59 @@ class LeakDetector:
         """Like :meth:`observe`, from plain per-class counts."""
         new: list[LeakSuspect] = []
         with self._lock:
+            old = self._tracks
+            specific_gain = sum(
+                count - old[name].count if name in old else count
+                for name, count in counts.items()
+                if kind_of(name) is not Kind.GENERIC
+                and count > (old[name].count if name in old else 0)
+            )
             tracks: dict[str, _Track] = {}
             for name, count in counts.items():
-                track = self._tracks.get(name)
+                track = old.get(name)
                 if track is None:
                     tracks[name] = _Track(count=count, before=count)
                     continue
-                if count > track.count:
+                gain = count - track.count
+                if gain > 0:
                     track.streak += 1
+                    track.unexplained += max(0, gain - specific_gain)
                 else:
-                    track.streak, track.before = 0, count
+                    track.streak, track.before, track.unexplained = 0, count, 0
                 track.count = count
                 tracks[name] = track
-                if track.streak == self.snapshots:
-                    new.append(self._suspect(name, track))
+                if not self._qualifies(name, track):
+                    self._flagged.discard(name)
+                elif name not in self._flagged:
+                    self._flagged.add(name)
+                    new.append(_suspect(name, track))
             self._tracks = tracks  # classes gone from the heap are forgotten
+            self._flagged &= tracks.keys()
         return sorted(new, key=lambda s: (-s.growth, s.name))
 
     def suspects(self) -> list[LeakSuspect]:
         """Every current suspect, the biggest growth first."""
         with self._lock:
-            found = [
-                self._suspect(name, track)
-                for name, track in self._tracks.items()
-                if track.streak >= self.snapshots
-            ]
+            found = [_suspect(name, self._tracks[name]) for name in self._flagged]
         return sorted(found, key=lambda s: (-s.growth, s.name))
 
-    @staticmethod
-    def _suspect(name: str, track: _Track) -> LeakSuspect:
-        return LeakSuspect(name=name, streak=track.streak, before=track.before, now=track.count)
+    def _qualifies(self, name: str, track: _Track) -> bool:
+        if track.streak < self.snapshots:
+            return False
+        kind = kind_of(name)
+        if kind is Kind.OWN:
+            return False
+        growth = track.count - track.before
+        if kind is Kind.GENERIC:
+            return (
+                track.unexplained >= GENERIC_FACTOR * self.min_growth
+                and growth >= GENERIC_MIN_RATIO * track.before
+            )
+        return growth >= self.min_growth and growth >= self.min_ratio * track.before
+
+
+def _suspect(name: str, track: _Track) -> LeakSuspect:
+    return LeakSuspect(name=name, streak=track.streak, before=track.before, now=track.count)
 
 
 def describe(suspect: LeakSuspect) -> str:
@@ -149,43 +252,3 @@ def report_suspect(
             ATTR_GROWTH: suspect.growth,
         },
     )
-
-
-def slope_per_hour(points: Iterable[tuple[float, float]]) -> float | None:
-    """Least-squares slope of ``(seconds, value)`` points, in value units per hour.
-
-    None with fewer than two points or when all points share one timestamp. The CLI can feed it
-    ``(timestamp, rss_mb)`` of ``Idle`` lines to get MB per hour.
-    """
-    pts = list(points)
-    if len(pts) < 2:
-        return None
-    mean_t = sum(t for t, _ in pts) / len(pts)
-    mean_v = sum(v for _, v in pts) / len(pts)
-    spread = sum((t - mean_t) ** 2 for t, _ in pts)
-    if spread == 0:
-        return None
-    covariance = sum((t - mean_t) * (v - mean_v) for t, v in pts)
-    return covariance / spread * SECONDS_PER_HOUR
-
-
-class IdleTrend:
-    """RSS samples taken while idle (the newest ``max_samples``) and their slope; thread-safe."""
-
-    def __init__(self, max_samples: int = 1440) -> None:
-        self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
-        self._lock = threading.Lock()
-
-    def add(self, timestamp: float, rss: int) -> None:
-        """Record one idle RSS sample (bytes)."""
-        with self._lock:
-            self._samples.append((timestamp, float(rss)))
-
-    def __len__(self) -> int:
-        return len(self._samples)
-
-    def bytes_per_hour(self) -> float | None:
-        """The idle RSS slope in bytes per hour, or None with too few samples."""
-        with self._lock:
-            samples = list(self._samples)
-        return slope_per_hour(samples)

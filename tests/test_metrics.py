@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import sys
@@ -251,7 +252,7 @@ def test_heap_gauges_reuse_the_profilers_census_and_export_leak_suspects(reader,
             HeapCensus(
                 counts={"app.Message": n, "dict": 10}, sizes={"app.Message": n * 10, "dict": 100}
             )
-            for n in (1, 2, 3)
+            for n in (10_000, 20_000, 30_000)
         ]
     )
     profiler = Profiler(config, take=lambda: next(script))
@@ -264,12 +265,13 @@ def test_heap_gauges_reuse_the_profilers_census_and_export_leak_suspects(reader,
         take=take,
     )
     for _ in range(3):
+        gc.collect()  # the leak trend only takes censuses made after a full collection
         profiler.snapshot()
 
     points = collect(reader)
 
     assert take.calls == 0  # the profiler's latest census served the heap gauges
-    assert by_attribute(points[m.PYTHON_HEAP_OBJECTS], m.ATTR_PYTHON_TYPE)["app.Message"] == 3
+    assert by_attribute(points[m.PYTHON_HEAP_OBJECTS], m.ATTR_PYTHON_TYPE)["app.Message"] == 30_000
     assert points[m.PYTHON_HEAP_LEAK_SUSPECTS][0].value == 1
     assert by_attribute(points[m.PYTHON_HEAP_GROWTH_STREAK], m.ATTR_PYTHON_TYPE) == {
         "app.Message": 2
