@@ -59,12 +59,13 @@ def test_seed_lines_golden_numbers(seed_log, capsys):
         "total": 5, "parsed": 5, "selected": 5, "blank": 0, "malformed": 0, "malformed_at": [],
     }  # fmt: skip
     assert (result["first"], result["last"]) == ("2025-11-16 08:30:00", "2025-11-16 08:38:00")
-    # Peaks: the five RSS values sorted high to low.
-    assert [p["rss_mb"] for p in result["peaks"]] == [598.4, 289.1, 267.8, 245.3, 234.2]
+    # Peaks: one line per task run or plateau. Lines 1-4 are the Download run (the END closes
+    # it; the "Processing" line came while it was the open run), line 5 an idle plateau.
+    assert [p["rss_mb"] for p in result["peaks"]] == [598.4, 234.2]
     assert result["peaks"][0]["task"] == "Nations Dump Processing"
     assert result["peaks"][0]["marker"] == "CHECK"
     assert result["peaks"][0]["line"] == 3
-    assert result["peaks"][1]["marker"] == "END"
+    assert result["peaks"][1]["marker"] == "CHECK"
 
     tasks = {t["task"]: t for t in result["tasks"]}
     # The END line's brackets hold the label, so it forms its own row, as in the seed's script.
@@ -78,12 +79,12 @@ def test_seed_lines_golden_numbers(seed_log, capsys):
     assert (download["rss_min_mb"], download["rss_max_mb"]) == (245.3, 267.8)
     # START (245.3 at 08:30:00) pairs with END (289.1 at 08:36:45): +43.8 MB over 405 s,
     # the seed's "Peak increase: 43.8 MB".
-    assert download["pairs"] == 1
+    assert download["runs"] == 1
     assert download["delta_avg_mb"] == pytest.approx(43.8)
     assert download["delta_max_mb"] == pytest.approx(43.8)
     assert download["duration_avg_seconds"] == 405
     assert tasks["Nations Dump Processing"]["rss_max_mb"] == 598.4
-    assert tasks["Nations Dump Complete"]["pairs"] == 0
+    assert tasks["Nations Dump Complete"]["runs"] == 0
     assert tasks["Idle"]["lines"] == 1
 
     # Above 250 MB: 267.8 at 08:32:00 (until 08:34:15: 135 s), 598.4 at 08:34:15 (until
@@ -136,7 +137,7 @@ def test_bad_config_is_a_clear_error(seed_log, tmp_path, capsys):
 def test_text_output_names_every_section(seed_log, capsys):
     assert main(["analyze", str(seed_log), "--top", "2"]) == 0
     out = capsys.readouterr().out
-    for title in ("Summary", "Top 2 peak lines", "Memory by task", "Time beyond thresholds",
+    for title in ("Summary", "Top 2 peaks by RSS", "Memory by task", "Time beyond thresholds",
                   "Lowest system memory", "Idle RSS trend"):  # fmt: skip
         assert title in out
     assert "+43.8" in out
@@ -190,7 +191,7 @@ def test_directory_reads_daily_logs_in_date_order_and_prefers_plain_over_archive
     assert [Path(f).name for f in result["files"]] == ["memory_20251115.log", "memory_20251116.log"]
     # The task crosses midnight: one stream, so START and END pair across the two files.
     nightly = next(t for t in result["tasks"] if t["task"] == "Nightly")
-    assert nightly["pairs"] == 1
+    assert nightly["runs"] == 1
     assert nightly["duration_max_seconds"] == 300
     assert nightly["delta_max_mb"] == pytest.approx(100)
 
@@ -260,7 +261,7 @@ def test_task_filter(seed_log, capsys):
     assert result["lines"]["selected"] == 3
     tasks = {t["task"] for t in result["tasks"]}
     assert tasks == {"Nations Dump Download", "Nations Dump Complete"}
-    assert [p["line"] for p in result["peaks"]] == [4, 2, 1]
+    assert [p["line"] for p in result["peaks"]] == [4]  # one run: its highest line
 
 
 def test_since_and_until(seed_log, capsys):

@@ -4,52 +4,96 @@
 
     exit_code = main(["analyze", "logs/", "--top", "5"])
 
-Errors the user can fix (a missing file, a bad configuration) print one line naming the path
-or the key on stderr and return 2; no traceback.
+Exit status: 0 done, 1 ``--fail-on-breach`` and a threshold was crossed, 2 a usage or input
+error. Every error the user can cause (a bad option value, a missing or damaged file, a bad
+configuration, an output it will not replace) is one line on stderr naming the value, and
+never a traceback: package errors (:class:`~otel_memory.errors.OtelMemoryError`) become their
+message and exit code here, in one place.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from typing import NoReturn, cast
 
 from otel_memory.cli import analyze, archive, report
-from otel_memory.cli.options import UsageError
-from otel_memory.cli.reading import InputError
+from otel_memory.cli.errors import UsageError
 from otel_memory.config import ConfigError
+from otel_memory.errors import OtelMemoryError
+from otel_memory.version import __version__
+
+PROG = "otel-memory"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are :class:`UsageError` s: one line, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every sub-command."""
-    parser = argparse.ArgumentParser(
-        prog="otel-memory",
+    parser = _Parser(
+        prog=PROG,
         description="Analyse the daily memory logs written by otel-memory's monitor.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
     analyze.register(commands)
     report.register(commands)
     archive.register(commands)
     return parser
 
 
+def _one_line(message: str) -> str:
+    return " ".join(message.split("\n")).strip() or "error"
+
+
+def _silence_stdout() -> None:
+    """Send Python's final flush of stdout nowhere: it would fail again, with a traceback."""
+    with contextlib.suppress(OSError, ValueError):  # ValueError: no descriptor (captured)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _exit_code(exc: Exception) -> int:
+    """The one place where an error becomes a message on stderr and an exit code."""
+    if isinstance(exc, BrokenPipeError):  # `otel-memory analyze ... --above 800 | head`
+        _silence_stdout()
+        return 1
+    code = 2
+    if isinstance(exc, OtelMemoryError):  # argparse's messages already name the program
+        message, code = str(exc).removeprefix(f"{PROG}: "), exc.exit_code
+    elif isinstance(exc, ConfigError):
+        message = f"configuration: {exc}"
+    elif isinstance(exc, OSError):  # writing stdout failed, e.g. `> /dev/full`
+        _silence_stdout()
+        message = f"cannot write the output: {exc.strerror or exc}"
+    else:
+        message = f"unexpected error ({type(exc).__name__}: {exc}); please report it"
+    print(f"{PROG}: {_one_line(message)}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one sub-command; the process exit code."""
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help, or a usage error argparse has already printed
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        return int(args.run(args))
-    except (InputError, ConfigError, UsageError) as exc:
-        print(f"otel-memory: {exc}", file=sys.stderr)
-        return 2
+        code = int(args.run(args))
+        sys.stdout.flush()
+    except SystemExit as exc:  # --help and --version print, then exit 0
+        return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `otel-memory analyze ... --above 800 | head`
-        # Python flushes stdout at exit; send that flush nowhere instead of failing again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    except Exception as exc:  # the contract: never a traceback, whatever the input
+        return _exit_code(exc)
+    return code
 
 
 __all__ = ["build_parser", "main"]

@@ -15,7 +15,8 @@ import sys
 from typing import TextIO
 
 from otel_memory.cli.options import add_analysis_arguments, run_analysis
-from otel_memory.cli.stats import AboveSink, Analysis
+from otel_memory.cli.pipeline import AboveSink
+from otel_memory.cli.schema import Analysis
 from otel_memory.cli.tables import Table, analysis_tables
 
 

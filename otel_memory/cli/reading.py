@@ -7,7 +7,9 @@
             ...
 
 Lines are read in chunks of about a megabyte (``readlines(hint)``), so memory stays constant
-whatever the file size, and every line of a chunk ends with ``"\\n"``.
+whatever the file size, and every line of a chunk ends with ``"\\n"``. The argument ``-`` is
+standard input; files and standard input are gunzipped when they start with gzip's magic bytes,
+whatever their name.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from __future__ import annotations
 import glob
 import gzip
 import io
+import os
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from otel_memory.cli.errors import InputError, shown
 from otel_memory.retention import DAILY_LOG_NAME
 
 CHUNK_HINT = 1 << 20
@@ -30,8 +35,11 @@ CHUNK_HINT = 1 << 20
 _GLOB_CHARS = frozenset("*?[")
 
 
-class InputError(Exception):
-    """A path given on the command line cannot be read; the message names it."""
+STDIN = Path("-")
+"""The input ``-``: standard input (a file named ``-`` is ``./-``)."""
+
+# What reading a damaged file raises: bad gzip header or data, truncated stream.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +65,7 @@ def _daily_logs_in(directory: Path) -> list[Path]:
     by_day: dict[str, Path] = {}
     for path in directory.iterdir():
         match = DAILY_LOG_NAME.fullmatch(path.name)
-        if match is None or not path.is_file():
+        if match is None or not _is_file(path):
             continue
         if match["gz"] is None or match["date"] not in by_day:
             by_day[match["date"]] = path
@@ -69,40 +77,63 @@ def _sort_key(path: Path) -> tuple[str, str]:
     return (str(path.parent), match["date"] if match else path.name)
 
 
-def resolve_inputs(arguments: list[str]) -> list[LogFile]:
-    """Files named by ``arguments`` (files, directories, globs), grouped into streams by
-    directory and sorted by date; raises :class:`InputError` for a path that is not there."""
-    paths: list[Path] = []
-    for argument in arguments:
-        path = Path(argument)
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name too long: is_file() only hides "no such file"
+        return False
+
+
+def _paths_of(argument: str) -> list[Path]:
+    """The files one argument names; raises :class:`InputError`."""
+    if argument == str(STDIN):
+        return [STDIN]
+    path = Path(argument)
+    if not argument:
+        raise InputError("an empty input name (use - for standard input)")
+    try:
         if path.is_dir():
             found = _daily_logs_in(path)
             if not found:
-                raise InputError(f"{argument}: no memory_YYYYMMDD.log files in this directory")
-            paths.extend(found)
-        elif path.is_file():
-            paths.append(path)
-        elif _GLOB_CHARS.intersection(argument):
-            matches = [Path(m) for m in glob.glob(argument, recursive=True)]
-            matches = [m for m in matches if m.is_file()]
+                raise InputError(
+                    f"{shown(argument)}: no memory_YYYYMMDD.log files in this directory"
+                )
+            return found
+        if path.is_file():
+            return [path]
+        if _GLOB_CHARS.intersection(argument):
+            matches = [m for m in map(Path, glob.glob(argument, recursive=True)) if _is_file(m)]
             if not matches:
-                raise InputError(f"{argument}: no file matches this pattern")
-            paths.extend(sorted(matches, key=_sort_key))
-        elif path.exists():
-            raise InputError(f"{argument}: not a regular file or directory")
-        else:
-            raise InputError(f"{argument}: no such file or directory")
+                raise InputError(f"{shown(argument)}: no file matches this pattern")
+            return sorted(matches, key=_sort_key)
+        if path.exists():
+            raise InputError(f"{shown(argument)}: not a regular file or directory")
+    except OSError as exc:
+        raise InputError(f"{shown(argument)}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a NUL in the name
+        raise InputError(f"{shown(argument)}: {exc}") from None
+    raise InputError(f"{shown(argument)}: no such file or directory")
+
+
+def resolve_inputs(arguments: list[str]) -> list[LogFile]:
+    """Files named by ``arguments`` (files, directories, globs, ``-``), grouped into streams by
+    directory and sorted by date; raises :class:`InputError` for a path that is not there."""
     files: list[LogFile] = []
     seen: set[Path] = set()
-    for path in paths:
-        resolved = path.resolve()
-        if resolved in seen:
+    for path in (p for argument in arguments for p in _paths_of(argument)):
+        if path == STDIN:
+            if STDIN not in seen:
+                seen.add(STDIN)
+                files.append(LogFile(path=STDIN, stream="<stdin>", size=0))
             continue
-        seen.add(resolved)
         try:
+            resolved = path.resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
             size = path.stat().st_size
-        except OSError as exc:
-            raise InputError(f"{path}: {exc.strerror or exc}") from None
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.10-3.12)
+            raise InputError(f"{shown(path)}: {getattr(exc, 'strerror', None) or exc}") from None
         files.append(LogFile(path=path, stream=str(resolved.parent), size=size))
     return files
 
@@ -110,10 +141,13 @@ def resolve_inputs(arguments: list[str]) -> list[LogFile]:
 def _open_text(path: Path) -> tuple[TextIO, BinaryIO]:
     """``path`` as text (gunzipped by magic number, not by name) and its raw byte stream,
     whose position tells how much of the file has been read."""
-    raw = path.open("rb")
+    if path == STDIN:
+        # A duplicate descriptor: closing the text wrapper must not close the real stdin.
+        raw: BinaryIO = io.BufferedReader(io.FileIO(os.dup(sys.stdin.fileno()), "rb"))
+    else:
+        raw = path.open("rb")
     try:
-        compressed = raw.read(2) == b"\x1f\x8b"
-        raw.seek(0)
+        compressed = raw.peek(2)[:2] == b"\x1f\x8b"  # type: ignore[attr-defined]
         stream: gzip.GzipFile | BinaryIO = raw
         if compressed:
             stream = gzip.GzipFile(fileobj=raw, mode="rb")
@@ -133,25 +167,26 @@ def iter_chunks(
     ``on_bytes`` is told the raw bytes consumed after each chunk (for progress). Raises
     :class:`InputError` when the file cannot be opened or read (e.g. a truncated gzip).
     """
+    name = "standard input" if path == STDIN else shown(path)
     try:
         text, raw = _open_text(path)
     except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror or exc}") from None
+        raise InputError(f"{name}: {exc.strerror or exc}") from None
     line_number = 1
     consumed = 0
     with text:
         while True:
             try:
                 lines = text.readlines(CHUNK_HINT)
-            except (OSError, EOFError) as exc:
-                raise InputError(f"{path}: cannot read past line {line_number}: {exc}") from None
+            except _READ_ERRORS as exc:
+                raise InputError(f"{name}: cannot read past line {line_number}: {exc}") from None
             if not lines:
                 break
             if not lines[-1].endswith("\n"):
                 lines[-1] += "\n"
             yield line_number, lines
             line_number += len(lines)
-            if on_bytes is not None:
+            if on_bytes is not None and path != STDIN:
                 position = raw.tell()
                 on_bytes(position - consumed)
                 consumed = position

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from otel_memory.cli.stats import Analysis, Breach, Lowest
+from otel_memory.cli.schema import GROWING, INSUFFICIENT, SHRINKING, Analysis, Breach, Lowest
 
 MAX_DAYS_SHOWN = 31
 """Idle days listed in text and HTML (the most recent); ``--json`` has them all."""
@@ -41,6 +41,27 @@ def mb(value: float | None) -> str:
 def signed_mb(value: float | None) -> str:
     """A change in MB with its sign; ``-`` for none."""
     return "-" if value is None else f"{value:+.1f}"
+
+
+def trend_message(
+    verdict: str,
+    slope: float | None,
+    growth: float | None,
+    span_hours: float,
+    r_squared: float | None,
+) -> str:
+    """The sentence that explains an idle-trend verdict (slope in MB/h, growth in MB)."""
+    if verdict == INSUFFICIENT or slope is None:
+        return "not enough idle lines for a trend (need 3 over at least an hour)"
+    if verdict == GROWING:
+        return (
+            f"idle RSS keeps growing: {slope:+.2f} MB/h, {growth or 0.0:+.1f} MB over "
+            f"{span_hours:.1f} h (r²={r_squared or 0.0:.2f}); it does not return to baseline: "
+            "possible leak"
+        )
+    if verdict == SHRINKING:
+        return f"idle RSS is falling: {slope:+.2f} MB/h over {span_hours:.1f} h"
+    return f"idle RSS is stable: {slope:+.2f} MB/h over {span_hours:.1f} h"
 
 
 def analysis_tables(analysis: Analysis) -> list[Table]:
@@ -85,7 +106,7 @@ def _peaks(analysis: Analysis) -> Table:
         for rank, p in enumerate(analysis.peaks, 1)
     ]
     return Table(
-        f"Top {len(analysis.peaks)} peak lines by RSS",
+        f"Top {len(analysis.peaks)} peaks by RSS (one line per task run or plateau)",
         ["#", "RSS MB", "time", "marker", "task", "where"],
         rows,
         numeric={0, 1},
@@ -100,7 +121,7 @@ def _tasks(analysis: Analysis) -> Table:
             mb(t.rss_avg_mb),
             mb(t.rss_min_mb),
             mb(t.rss_max_mb),
-            str(t.pairs),
+            str(t.runs),
             signed_mb(t.delta_avg_mb),
             signed_mb(t.delta_max_mb),
             duration(t.duration_avg_seconds),
@@ -109,7 +130,7 @@ def _tasks(analysis: Analysis) -> Table:
         for t in analysis.tasks
     ]
     return Table(
-        "Memory by task (bracketed name; START→END deltas under the START's task)",
+        "Memory by task (bracketed name; runs: START to its end, deltas under the START's task)",
         ["task", "lines", "avg MB", "min MB", "max MB", "runs", "Δ avg MB", "Δ max MB",
          "avg time", "max time"],
         rows,

@@ -95,6 +95,7 @@ class _Open:
     start: float
     start_rss: float
     peak: float
+    serial: int
     # Time, RSS and peak at the first START pushed on top of it: its end if it never gets an
     # END of its own (legacy replacement); an END later means it was nested instead.
     replaced_at: float | None = None
@@ -113,11 +114,18 @@ class RunPairer:
     (those lines count towards the peaks of open runs). Call :meth:`close` at the end.
     """
 
-    def __init__(self, on_run: RunSink) -> None:
+    def __init__(self, on_run: RunSink, *, serials_from: int = 0) -> None:
         self._on_run = on_run
         self._open: list[_Open] = []
+        self._serials = serials_from
         self.expected = IDLE
         """The name a ``---`` line carries while nothing changes: skip those lines."""
+        self.serial = 0
+        """The number of the innermost open run (numbers count from ``serials_from + 1``);
+        0 when none is open."""
+        self.line_serial = 0
+        """The number of the run the last line belongs to (its START, its END, the innermost
+        open run for a ``---`` line), 0 for none."""
         self.unmatched_ends = 0
 
     def line(self, marker: str, name: str, t: float, rss: float, high: float) -> str:
@@ -126,26 +134,25 @@ class RunPairer:
         if stack:
             self._raise_peaks(max(high, rss))
         owner = name
+        ended = 0
         if marker == _START:
             if stack and stack[-1].replaced_at is None:
                 below = stack[-1]
                 below.replaced_at, below.replaced_rss, below.replaced_peak = t, rss, below.peak
             if len(stack) >= MAX_OPEN_RUNS:
                 self._give_up(stack.pop(0))
-            stack.append(_Open(name, t, rss, rss))
+            self._serials += 1
+            stack.append(_Open(name, t, rss, rss, self._serials))
         elif marker == _END:
             owner = self._end(name, t, rss)
-        elif name == MONITOR_STARTED:  # a new process: nothing of the old one ever ended
-            while stack:
-                self._give_up(stack.pop())
-        elif name in (IDLE, MONITOR_STOPPED):
-            self._over(0, t, rss)
+            ended = self.line_serial
         else:
-            for index in range(len(stack) - 1, -1, -1):
-                if stack[index].name == name:
-                    self._over(index + 1, t, rss)
-                    break
-        self.expected = stack[-1].name if stack else IDLE
+            self._check(name, t, rss)
+        if stack:
+            self.expected, self.serial = stack[-1].name, stack[-1].serial
+        else:
+            self.expected, self.serial = IDLE, 0
+        self.line_serial = ended if marker == _END else self.serial
         return owner
 
     def close(self) -> None:
@@ -157,16 +164,39 @@ class RunPairer:
                 self._replaced(run, run.replaced_at)
             else:
                 self._give_up(run)
-        self.expected = IDLE
+        self.expected, self.serial = IDLE, 0
 
     @property
     def open_runs(self) -> int:
         """Runs started and not known to have ended."""
         return len(self._open)
 
+    @property
+    def serials_used(self) -> int:
+        """The highest run number given so far (start the next stream's pairer there)."""
+        return self._serials
+
+    def is_open(self, serial: int) -> bool:
+        """Whether the run numbered ``serial`` is still open."""
+        return any(run.serial == serial for run in self._open)
+
     def _raise_peaks(self, rss: float) -> None:
         for run in self._open:
             run.peak = max(run.peak, rss)
+
+    def _check(self, name: str, t: float, rss: float) -> None:
+        """A ``---`` line names the most recently started task still open, else Idle."""
+        stack = self._open
+        if name == MONITOR_STARTED:  # a new process: nothing of the old one ever ended
+            while stack:
+                self._give_up(stack.pop())
+        elif name in (IDLE, MONITOR_STOPPED):
+            self._over(0, t, rss)
+        else:
+            for index in range(len(stack) - 1, -1, -1):
+                if stack[index].name == name:
+                    self._over(index + 1, t, rss)
+                    break
 
     def _end(self, label: str, t: float, rss: float) -> str:
         stack = self._open
@@ -175,10 +205,12 @@ class RunPairer:
                 break
         else:
             index = len(stack) - 1
+        self.line_serial = 0
         if index < 0:
             self.unmatched_ends += 1
             return label
         run = stack.pop(index)
+        self.line_serial = run.serial
         self._emit(run, t, rss, label, ENDED)
         return run.name
 
