@@ -59,7 +59,7 @@ PREVIOUS_RUN_EVENT = "otel_memory.previous_run"
 ALLOCATIONS_EVENT = "otel_memory.allocations"
 EVENTS_DROPPED = "otel_memory.events.dropped"
 _FLUSH_TIMEOUT_MILLIS = 3000
-_RUN_STATE_PERIOD = 0.5
+_RUN_STATE_PERIOD = 0.1
 
 
 class _Closeable(Protocol):
@@ -230,7 +230,7 @@ def update_run_state(state: RunState, rss: int, timestamp: float) -> None:
 
 
 class _RunStateSampler:
-    """The sampler's hook: refresh the run state at most every half second while tasks run."""
+    """The sampler's hook: refresh the run state at most every 0.1 s while tasks run."""
 
     def __init__(self, state: RunState) -> None:
         self._state = state
