@@ -14,7 +14,7 @@ import json
 import sys
 from typing import TextIO
 
-from otel_memory.cli.options import add_analysis_arguments, run_analysis
+from otel_memory.cli.options import add_analysis_arguments, exit_status, megabytes, run_analysis
 from otel_memory.cli.pipeline import AboveSink
 from otel_memory.cli.schema import Analysis
 from otel_memory.cli.tables import Table, analysis_tables
@@ -29,7 +29,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "by task, time above thresholds, the lowest system memory and the idle RSS trend.",
     )
     add_analysis_arguments(parser)
-    parser.add_argument("--above", type=float, metavar="MB",
+    parser.add_argument("--above", type=megabytes, metavar="MB",
                         help="print only the lines whose RSS is above MB (like grep), "
                         "as file:line:text")
     parser.add_argument("--json", action="store_true",
@@ -42,18 +42,18 @@ def run(args: argparse.Namespace) -> int:
     """Run ``analyze`` with parsed arguments."""
     out = sys.stdout
     if args.above is not None:
-        run_analysis(
+        analysis = run_analysis(
             args, above_mb=args.above, on_above=_matching_lines(out, args.json),
             progress=not args.json,
         )  # fmt: skip
-        return 0
+        return exit_status(args, analysis)
     analysis = run_analysis(args, progress=not args.json)
     if args.json:
         json.dump(dataclasses.asdict(analysis), out, indent=2, allow_nan=False)
         out.write("\n")
     else:
         out.write(render_text(analysis))
-    return 0
+    return exit_status(args, analysis)
 
 
 def _matching_lines(out: TextIO, as_json: bool) -> AboveSink:

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from html import escape
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
-from otel_memory.cli.options import add_analysis_arguments, run_analysis
+from otel_memory.cli.options import add_analysis_arguments, exit_status, run_analysis
+from otel_memory.cli.output import write_output
 from otel_memory.cli.series import SERIES, Band, Bands, Downsampler
 from otel_memory.cli.stats import Analysis, naive_seconds
 from otel_memory.cli.tables import Table, analysis_tables
@@ -48,7 +46,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_analysis_arguments(parser)
     parser.add_argument("-o", "--output", default="memory_report.html", metavar="FILE",
-                        help="where to write the page (default memory_report.html)")
+                        help="where to write the page, - for standard output (default "
+                        "memory_report.html)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the output file if it exists (never a directory, "
+                        "device or FIFO)")
     parser.add_argument("--title", default="Memory report", help="the page title")
     parser.set_defaults(run=run)
 
@@ -59,22 +61,10 @@ def run(args: argparse.Namespace) -> int:
     bands = Bands()
     analysis = run_analysis(args, on_point=samples.add, on_band=bands.add)
     page = render_html(analysis, samples, bands.bands(), title=args.title)
-    output = Path(args.output)
-    _write_atomically(output, page)
-    print(f"wrote {output} ({len(page.encode()) / 1024:,.0f} KiB)")
-    return 0
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    written = write_output(args.output, page, force=args.force)
+    if written is not None:
+        print(f"wrote {written} ({len(page.encode()) / 1024:,.0f} KiB)")
+    return exit_status(args, analysis)
 
 
 # --------------------------------------------------------------------------- chart data
