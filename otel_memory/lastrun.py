@@ -44,6 +44,7 @@ STATE_DIR = ".otel-memory"
 
 _RECORD_SIZE = 4096  # one page: a pwrite of it is never seen half-done after a kill
 _TASK_CHARS = 256
+_OOM_REFRESH_SECONDS = 1.0
 _FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _logger = logging.getLogger("otel_memory")
 _warned_dirs: set[str] = set()
@@ -284,6 +285,8 @@ class RunState:
         self._path = ""
         self._static: dict[str, Any] = {}
         self._oom: list[tuple[str, int]] = []  # (path, descriptor)
+        self._oom_counts: list[list[Any]] = []  # [path, count] as last read
+        self._oom_due = float("-inf")
 
     @property
     def path(self) -> str | None:
@@ -332,7 +335,7 @@ class RunState:
         files = self._oom_kill_files
         if files is None:
             files = CgroupMemory(proc_root=self._proc_root).oom_kill_files()
-        self._oom = []
+        self._oom, self._oom_due = [], float("-inf")
         for path in files:
             try:
                 self._oom.append((path, os.open(path, _FLAGS)))
@@ -353,7 +356,13 @@ class RunState:
         self._fd, self._owner = fd, pid
 
     def _record(self, last_task: str, last_rss: int, timestamp: float) -> bytes:
-        oom = [[path, count] for path, fd in self._oom if (count := _pread_oom(fd)) is not None]
+        now = time.monotonic()
+        if now >= self._oom_due:  # /proc/vmstat costs ~20 µs to generate: once a second is plenty
+            self._oom_due = now + _OOM_REFRESH_SECONDS
+            self._oom_counts = [
+                [path, count] for path, fd in self._oom if (count := _pread_oom(fd)) is not None
+            ]
+        oom = self._oom_counts
         task = str(last_task)[:_TASK_CHARS]
         dynamic = {"last_task": task, "last_rss": int(last_rss), "last_seen": float(timestamp)}
         data = json.dumps({**self._static, **dynamic, "oom": oom}).encode()

@@ -184,8 +184,8 @@ class CgroupMemory:
 
     def oom_kill_count(self) -> int | None:
         """Processes of this cgroup killed by the OOM killer (the host's count without a cgroup)."""
-        files = self.oom_kill_files()
-        return read_oom_kill(files[0]) if files else None
+        oom_file = self._current().oom_file
+        return read_oom_kill(oom_file or os.path.join(self._proc_root, "vmstat"))
 
     def oom_kill_files(self) -> tuple[str, ...]:
         """Files whose ``oom_kill`` count rises when this process is OOM-killed, narrowest first.
