@@ -44,6 +44,7 @@ class Page:
 
     browser: Chromium
     session: str
+    target: str
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:
@@ -123,9 +124,10 @@ class Chromium:
         self._profile = tempfile.TemporaryDirectory(prefix="otel-memory-chromium-")
         commands_read, self._commands = os.pipe()
         self._replies, replies_write = os.pipe()
-        # The shell puts the pipe ends where Chromium expects them: fd 3 in, fd 4 out.
+        # bash puts the pipe ends where Chromium expects them (dash takes one-digit fds only;
+        # a preexec_fn would run Python in a forked child of a threaded process).
         self.process = subprocess.Popen(
-            ["/bin/sh", "-c", f'exec "$0" "$@" 3<&{commands_read} 4>&{replies_write}',
+            ["bash", "-c", f'exec "$0" "$@" 3<&{commands_read} 4>&{replies_write}',
              executable, "--headless", "--remote-debugging-pipe", "--no-sandbox",
              "--disable-gpu", "--no-first-run", "--no-default-browser-check",
              "--disable-extensions", "--disable-background-networking",
@@ -133,7 +135,7 @@ class Chromium:
              f"--window-size={width},{height}", f"--user-data-dir={self._profile.name}",
              "about:blank"],
             pass_fds=(commands_read, replies_write),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         os.close(commands_read)
         os.close(replies_write)
@@ -213,7 +215,7 @@ class Chromium:
         """A new tab showing ``path``, its load event fired."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})
-        page = Page(self, session["sessionId"])
+        page = Page(self, session["sessionId"], target)
         for domain in ("Page", "Runtime", "Log", "Network"):
             page.send(f"{domain}.enable")
         page.send(

@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``report`` with parsed arguments."""
     samples = Downsampler(MAX_BUCKETS)
     bands = Bands()
-    analysis = run_analysis(args, on_point=samples.add, on_band=bands.add)
+    # Runs as paired by taskruns, the one pairing analyze counts with too.
+    analysis = run_analysis(args, on_point=samples.add, on_run=bands.add_run)
     page = render_html(analysis, samples, bands.bands(), title=args.title)
     written = write_output(args.output, page, force=args.force)
     if written is not None:
@@ -89,6 +90,7 @@ def chart_data(analysis: Analysis, samples: Downsampler, bands: list[Band]) -> d
     ]
     data: dict[str, Any] = {
         "times": [_compact(t) for t in columns.times],
+        "gaps": columns.gaps,
         **{name: columns.values[i] for i, name in enumerate(SERIES)},
         "colours": _SERIES_COLOURS,
         "tasks": names,

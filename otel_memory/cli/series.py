@@ -9,7 +9,7 @@
 Buckets are aligned on multiples of a width that doubles (merging neighbours) whenever there
 are more than ``max_buckets`` of them, so memory stays bounded without knowing the time range
 in advance. Each bucket keeps, per series, its lowest and its highest point, so spikes survive
-downsampling: a series has at most twice ``max_buckets`` points (plus one ``None`` per gap).
+downsampling: a series has at most twice ``max_buckets`` points, each at its own time.
 """
 
 from __future__ import annotations
@@ -37,10 +37,12 @@ def _series_slot(series: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Columns:
-    """Chart data: times and, per series of :data:`SERIES`, one value per time (``None``: a gap)."""
+    """Chart data: times; per series of :data:`SERIES` one value per time, ``None`` where the
+    series has no point; ``gaps``, the rows where every line breaks."""
 
     times: list[float]
     values: list[list[float | None]]
+    gaps: list[int]
 
 
 class Downsampler:
@@ -107,34 +109,38 @@ class Downsampler:
         )
 
     def columns(self, max_gap: float) -> Columns:
-        """The buckets as aligned chart columns, a row of ``None`` wherever no line was written
-        for longer than ``max_gap`` seconds (the process was not running)."""
+        """The buckets as aligned chart columns. A bucket gives one row per distinct time of
+        its series' extremes, each at its true time; a series has ``None`` at the rows of the
+        others. A row of ``None`` (listed in ``gaps``) stands wherever no line was written for
+        longer than ``max_gap`` seconds (the process was not running)."""
         times: list[float] = []
         values: list[list[float | None]] = [[] for _ in SERIES]
+        gaps: list[int] = []
         previous_last: float | None = None
         for index in sorted(self._buckets):
             bucket = self._buckets[index]
-            first, last = bucket[_FIRST], bucket[_LAST]
-            if previous_last is not None and first - previous_last > max(max_gap, 0.0):
-                times.append((previous_last + first) / 2)
+            if previous_last is not None and bucket[_FIRST] - previous_last > max(max_gap, 0.0):
+                gaps.append(len(times))
+                times.append((previous_last + bucket[_FIRST]) / 2)
                 for column in values:
                     column.append(None)
-            previous_last = last
-            if first == last:  # one instant: the worse extreme of each series stands for it
-                times.append(first)
-                for series, column in enumerate(values):
-                    slot = _series_slot(series)
-                    worse = slot + 1 if SERIES[series] in _LOW_IS_WORSE else slot + 3
-                    column.append(bucket[worse])
-                continue
-            # Two rows, at the bucket's first and last line: each series' extremes in the
-            # order they happened, so a spike stays a spike and a dip a dip.
-            times.extend((first, last))
-            for series, column in enumerate(values):
-                slot = _series_slot(series)
-                low, high = bucket[slot + 1], bucket[slot + 3]
-                column.extend((low, high) if bucket[slot] <= bucket[slot + 2] else (high, low))
-        return Columns(times, values)
+            previous_last = bucket[_LAST]
+            extremes = [_extremes(bucket, series) for series in range(len(SERIES))]
+            for t in sorted({t for points in extremes for t in points}):
+                times.append(t)
+                for column, points in zip(values, extremes, strict=True):
+                    column.append(points.get(t))
+        return Columns(times, values, gaps)
+
+
+def _extremes(bucket: list[float], series: int) -> dict[float, float]:
+    """Time -> value of a series' lowest and highest point in a bucket; when both fall in the
+    same second (two lines of one second), the worse of the two."""
+    slot = _series_slot(series)
+    low_t, low, high_t, high = bucket[slot : slot + 4]
+    if low_t != high_t:
+        return {low_t: low, high_t: high}
+    return {low_t: low if SERIES[series] in _LOW_IS_WORSE else high}
 
 
 def _merge(into: list[float], other: list[float]) -> None:

@@ -2,8 +2,8 @@
  *
  * Zoom: drag across the plot, or the wheel over it; double-click or "Reset zoom" to see it all.
  * Hover: time, RSS, VMS, available and the task(s) running. Task runs are shaded in the plot
- * and drawn as bars in a lane under it, both at least MIN_BAR_PX wide so that a run of a few
- * seconds in a log of days stays visible; a click on a bar zooms to that run.
+ * (at least a pixel wide) and drawn as bars in a lane under it, at least MIN_BAR_PX wide so
+ * that a run of a few seconds in a log of days stays visible; a click on a bar zooms to it.
  */
 (function () {
   "use strict";
@@ -46,12 +46,32 @@
     return measure.measureText("▲ " + th.text).width;
   }).concat([40])));
 
+  // In the JSON, null is both "no point of this series at this row" and "gap". uPlot draws a
+  // line across undefined and breaks it at null: only the gap rows keep null.
+  var gapRows = {};
+  data.gaps.forEach(function (i) { gapRows[i] = true; });
+  var columns = [data.rss, data.vms, data.available].map(function (values) {
+    return values.map(function (v, i) { return v === null && !gapRows[i] ? undefined : v; });
+  });
+  function valueAt(column, idx) { return idx == null ? null : columns[column][idx]; }
+
   var bands = data.bands.map(function (b) {
-    return {
+    var band = {
       task: data.tasks[b[0]], colour: data.task_colours[b[0]], start: b[1], end: b[2],
       reason: b[3], runs: b[4],
     };
+    // A run that never ended was running as long as lines kept coming: draw it up to the last
+    // line before the log stops or breaks off (the process was gone).
+    if (band.reason === "unfinished") band.end = lastLineAfter(band.start);
+    return band;
   });
+
+  function lastLineAfter(t) {
+    var i = 0;
+    while (i < times.length && times[i] < t) i++;
+    while (i + 1 < times.length && !gapRows[i + 1]) i++;
+    return Math.max(t, times[Math.min(i, times.length - 1)]);
+  }
   var rows = packRows(bands);
   var laneRows = bands.length ? Math.max.apply(null, rows) + 1 : 0;
 
@@ -89,10 +109,10 @@
     return bands.filter(function (b) { return b.start <= t && t <= b.end; });
   }
 
-  /* Pixel span of a run on the canvas, widened to the minimum around its centre. */
-  function barSpan(u, b) {
+  /* Pixel span of a run on the canvas, widened to ``minPx`` around its centre. */
+  function barSpan(u, b, minPx) {
     var x0 = u.valToPos(b.start, "x", true), x1 = u.valToPos(b.end, "x", true);
-    var min = MIN_BAR_PX * pxr;
+    var min = minPx * pxr;
     if (x1 - x0 < min) { var mid = (x0 + x1) / 2; x0 = mid - min / 2; x1 = mid + min / 2; }
     return [x0, x1];
   }
@@ -116,7 +136,9 @@
     ctx.rect(bb.left, bb.top, bb.width, bb.height);
     ctx.clip();
     bands.forEach(function (b) {
-      var span = barSpan(u, b);
+      // A hairline in the plot (the lane below shows short runs wide enough to see and
+      // point at); wider shading would stripe a long chart with every short run.
+      var span = barSpan(u, b, 1);
       if (span[1] < bb.left || span[0] > bb.left + bb.width) return;
       ctx.fillStyle = rgba(b.colour, 0.16);
       ctx.fillRect(span[0], bb.top, span[1] - span[0], bb.height);
@@ -232,7 +254,7 @@
     ctx.textBaseline = "middle";
     laneBars = [];
     bands.forEach(function (b, i) {
-      var span = barSpan(u, b);
+      var span = barSpan(u, b, MIN_BAR_PX);
       var x0 = span[0] - u.bbox.left, x1 = span[1] - u.bbox.left;
       if (x1 < 0 || x0 > laneCanvas.width) return;
       var y = rows[i] * LANE_ROW_PX * pxr;
@@ -296,13 +318,16 @@
   function onCursor(u) {
     var idx = u.cursor.idx;
     if (idx == null || u.cursor.left < 0) { tooltip.hidden = true; return; }
-    var t = times[idx];
+    // uPlot picks, per series, the nearest row holding a point of that series (the rows of
+    // a downsampled bucket sit at the true times of each series' extremes).
+    var at = u.cursor.idxs, rssIdx = at[1] == null ? idx : at[1];
+    var t = times[rssIdx];
     var lines = [["", stamp(t), "time"]];
-    if (data.rss[idx] == null) {
+    if (columns[0][rssIdx] == null) {
       lines.push(["", "no line written (process not running)", "none"]);
     } else {
-      lines.push(["RSS", mb(data.rss[idx])], ["VMS", mb(data.vms[idx])],
-        ["available", mb(data.available[idx])]);
+      lines.push(["RSS", mb(columns[0][rssIdx])], ["VMS", mb(valueAt(1, at[2]))],
+        ["available", mb(valueAt(2, at[3]))]);
     }
     var tasks = running(t).map(function (b) { return b.task; });
     if (tasks.length > MAX_TASKS_SHOWN) {  // innermost last; say how many outer ones are left out
@@ -362,7 +387,7 @@
     },
   };
 
-  var chart = new uPlot(opts, [times, data.rss, data.vms, data.available], root);
+  var chart = new uPlot(opts, [times].concat(columns), root);
   var legend = chart.root.querySelector(".u-legend");
   chart.root.insertBefore(lane, legend);
   drawLane(chart);
@@ -396,7 +421,8 @@
     if (!b) { tooltip.hidden = true; return; }
     var lines = [["task", b.task, "task"], ["start", stamp(b.start)]];
     if (b.reason === "unfinished") {
-      lines.push(["end", "never (the log or the process ended first)", "none"]);
+      lines.push(["end", "never: the log or the process ended first (drawn to " +
+        stamp(b.end) + ", the last line before that)", "none"]);
     } else {
       lines.push(["end", stamp(b.end) + (ENDED_BY[b.reason] || "")],
         ["ran", duration(b.end - b.start)]);
