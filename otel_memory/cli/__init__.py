@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from typing import NoReturn, cast
 
 from otel_memory.cli import analyze, archive, report
-from otel_memory.cli.errors import UsageError
+from otel_memory.cli.errors import UsageError, shown
 from otel_memory.config import ConfigError
 from otel_memory.errors import OtelMemoryError
 from otel_memory.version import __version__
@@ -32,7 +33,8 @@ class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are :class:`UsageError` s: one line, no usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        command = self.prog.removeprefix(PROG).strip()  # "analyze", or "" for the top level
+        raise UsageError(f"{f'{command}: ' if command else ''}{message} (see --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_LONG_WORD = re.compile(r"\S{121,}")
+
+
 def _one_line(message: str) -> str:
-    return " ".join(message.split("\n")).strip() or "error"
+    """``message`` on one line, any very long word (a 5,000-character path) shortened."""
+    text = " ".join(message.split("\n")).strip() or "error"
+    return _LONG_WORD.sub(lambda m: shown(m.group()), text)
 
 
 def _silence_stdout() -> None:
@@ -68,8 +75,8 @@ def _exit_code(exc: Exception) -> int:
         _silence_stdout()
         return 1
     code = 2
-    if isinstance(exc, OtelMemoryError):  # argparse's messages already name the program
-        message, code = str(exc).removeprefix(f"{PROG}: "), exc.exit_code
+    if isinstance(exc, OtelMemoryError):
+        message, code = str(exc), exc.exit_code
     elif isinstance(exc, ConfigError):
         message = f"configuration: {exc}"
     elif isinstance(exc, OSError):  # writing stdout failed, e.g. `> /dev/full`

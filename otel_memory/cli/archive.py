@@ -13,9 +13,12 @@ from otel_memory.retention import archive_old_logs
 
 
 def _days(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expects a whole number of days >= 0, got {text!r}")
     return value
 
 
