@@ -379,3 +379,52 @@ def test_progress_is_throttled_and_erased():
 def test_no_progress_when_stderr_is_not_a_terminal(seed_log, capsys):
     assert main(["analyze", str(seed_log)]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_legacy_replacement_counts_both_runs(tmp_path, capsys):
+    # Seed 003's legacy sequence: set(Download), set(Processing), clear("Nations Dump Complete").
+    log = write_log(tmp_path / "memory_20251116.log", [
+        line("2025-11-16 08:30:00", ">>>", "Nations Dump Download", 245),
+        line("2025-11-16 08:32:00", "---", "Nations Dump Download", 268),
+        line("2025-11-16 08:33:00", ">>>", "Nations Dump Processing", 270),
+        line("2025-11-16 08:34:00", "---", "Nations Dump Processing", 598),
+        line("2025-11-16 08:36:00", "<<<", "Nations Dump Complete", 289),
+        line("2025-11-16 08:38:00", "---", "Idle", 234),
+    ])  # fmt: skip
+    result = analyze_json(capsys, str(log))
+    tasks = {t["task"]: t for t in result["tasks"]}
+    download, processing = tasks["Nations Dump Download"], tasks["Nations Dump Processing"]
+    assert (download["runs"], download["duration_max_seconds"]) == (1, 180)  # ended by START
+    assert download["delta_max_mb"] == pytest.approx(25)
+    assert (processing["runs"], processing["duration_max_seconds"]) == (1, 180)
+    assert (result["unmatched_starts"], result["unmatched_ends"]) == (0, 0)
+    # One peak per run and per plateau, the run's highest line first.
+    assert [(p["rss_mb"], p["line"]) for p in result["peaks"]] == [(598, 4), (268, 2), (234, 6)]
+
+
+def test_an_idle_plateau_is_one_peak(tmp_path, capsys):
+    lines = [line(f"2025-11-16 10:{m:02d}:00", "---", "Idle", 300 + m % 7) for m in range(40)]
+    lines[20:22] = [
+        line("2025-11-16 10:20:00", ">>>", "job", 250),
+        line("2025-11-16 10:21:00", "<<<", "job", 260),
+    ]
+    result = analyze_json(capsys, str(write_log(tmp_path / "memory_20251116.log", lines)))
+    assert [(p["task"], p["rss_mb"], p["line"]) for p in result["peaks"]] == [
+        ("Idle", 306, 7), ("Idle", 306, 28), ("job", 260, 22),
+    ]  # fmt: skip
+
+
+def test_idle_points_stay_bounded_and_keep_the_slope():
+    from otel_memory.cli.pipeline import _IdlePoints
+    from otel_memory.trend import fit
+
+    points = _IdlePoints(limit=1000)
+    times = [120.0 * i for i in range(10_000)]
+    values = [200.0 + 0.5 * i / 30 + (i % 3) for i in range(10_000)]  # +0.5 MB per hour
+    for start in range(0, 10_000, 700):  # chunks that do not align with the stride
+        points.add(times[start : start + 700], values[start : start + 700])
+    kept_t, kept_v = points.points()
+    assert len(kept_t) <= 1001 and points.stride == 16
+    assert points.count == 10_000 and points.first == 0.0 and points.last == times[-1]
+    found = fit(kept_t, kept_v)
+    assert found is not None and found.slope_per_hour == pytest.approx(0.5, rel=1e-3)
