@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+# The lowest and highest Python the package claims (requires-python >= 3.10), each in its own
+# venv; found under pyenv (~/.pyenv/versions/3.10.*) or on PATH as python3.10.
+OTHER_PYTHONS ?= 3.10 3.13
+PYENV_VERSIONS ?= $(HOME)/.pyenv/versions
+
+.PHONY: install demo test test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +29,23 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --memray tests/test_census_memray.py
 
+## Everything `test` runs, then the unit suite (no end-to-end tests) on each of OTHER_PYTHONS.
+test-all: test $(OTHER_PYTHONS:%=test-python%)
+
+# The venvs are kept between runs (make would otherwise delete them as intermediates).
+.PRECIOUS: .venv-%/.installed
+
+test-python%: .venv-%/.installed
+	.venv-$*/bin/python -m pytest -q -m "not e2e" -p no:cacheprovider
+
+.venv-%/.installed: pyproject.toml
+	@py=$$(ls -d $(PYENV_VERSIONS)/$*.*/bin/python3 2>/dev/null | sort -V | tail -n 1); \
+	if [ -z "$$py" ]; then py=$$(command -v python$*) || { echo "no Python $* (pyenv or PATH)" >&2; exit 1; }; fi; \
+	echo "$$py -m venv .venv-$*"; "$$py" -m venv .venv-$*
+	.venv-$*/bin/pip install --quiet --upgrade pip
+	.venv-$*/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
 lint: $(STAMP)
 	$(BIN)/ruff check otel_memory tests examples benchmarks
 	$(BIN)/mypy --strict otel_memory
@@ -32,4 +54,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) logs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OTHER_PYTHONS:%=.venv-%) logs .pytest_cache .mypy_cache .ruff_cache
