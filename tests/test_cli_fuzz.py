@@ -8,7 +8,7 @@ from datetime import datetime
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from otel_memory.cli.stats import Analyzer
+from otel_memory.cli.pipeline import Analyzer
 from otel_memory.logline import LINE_PATTERN, Marker, format_line, parse_line, sanitize_name
 from otel_memory.readings import MB, MemoryReading
 

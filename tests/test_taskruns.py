@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from otel_memory import monitor
 from otel_memory.cli.scan import naive_seconds
 from otel_memory.cli.taskruns import (
@@ -115,3 +118,22 @@ def test_end_without_start_is_counted_not_paired():
 
 def test_monitor_names_agree():
     assert (MONITOR_STARTED, MONITOR_STOPPED) == (monitor.STARTED, monitor.STOPPED)
+
+
+MARKERS = [START, END, CHECK]
+NAMES = ["A", "B", "Idle", MONITOR_STARTED, MONITOR_STOPPED, "A Complete"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(MARKERS), st.sampled_from(NAMES)), max_size=40))
+def test_every_start_becomes_exactly_one_run(events):
+    texts = [
+        line(f"08:{i // 60:02d}:{i % 60:02d}", m, n, 100.0 + i) for i, (m, n) in enumerate(events)
+    ]
+    runs = runs_of(*texts)
+    assert len(runs) == sum(1 for m, _ in events if m == START)
+    for run in runs:
+        assert run.start_rss_mb <= run.peak_rss_mb  # RSS rises with i here
+        if run.end is not None:
+            assert run.end >= run.start and run.end_rss_mb is not None
+            assert run.peak_rss_mb >= run.end_rss_mb
