@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from chromium import Chromium, Page, find_chromium, png_pixels
 from report_logs import short_log, three_day_log
+from test_cli_analyze import line, write_log
 
 from otel_memory.cli import main
 
@@ -40,7 +41,17 @@ def pages(tmp_path_factory) -> dict[str, Path]:
     (root / "long").mkdir()
     short_log(root / "short")
     three_day_log(root / "long")
+    died = [  # an import that never ended: the process died after 08:04 and restarted at 10:00
+        line("2025-11-16 08:00:00", ">>>", "Import", 300),
+        line("2025-11-16 08:02:00", "---", "Import", 700),
+        line("2025-11-16 08:04:00", "---", "Import", 900),
+        line("2025-11-16 10:00:00", "---", "Monitor Started", 200),
+        line("2025-11-16 10:02:00", "---", "Idle", 210),
+        line("2025-11-16 10:04:00", "---", "Idle", 205),
+    ]
+    write_log(root / "died.log", died)
     made = {
+        "died": ["report", str(root / "died.log")],
         "short": ["report", str(root / "short"), "--interval", "2"],
         "long": ["report", str(root / "long")],
         "crowded": ["report", str(root / "long"), "--warning-mb", "480", "--critical-mb", "505"],
@@ -247,3 +258,24 @@ def test_chart_data_is_what_the_page_embeds(open_page, pages):
     text = pages["short"].read_text(encoding="utf-8")
     start = text.index('id="chart-data">') + len('id="chart-data">')
     assert json.loads(text[start : text.index("</script>", start)])["rss"] == embedded["rss"]
+
+
+def test_a_run_that_never_ended_is_drawn_until_the_process_stopped(open_page):
+    page = open_page("died")
+    data = page.evaluate("memoryReport.data")
+    assert [data["tasks"][b[0]] for b in data["bands"]] == ["Import"]
+    assert data["bands"][0][3] == "unfinished"
+    assert len(data["gaps"]) == 1  # the lines break where the process was gone
+    (bar,) = page.evaluate("memoryReport.laneBars()")
+    box = plot_box(page)
+    started, last_line = data["times"][0], data["times"][2]  # 08:00 and 08:04
+    assert bar["left"] == pytest.approx(x_of(page, started) - box["x"], abs=1)
+    assert bar["right"] == pytest.approx(x_of(page, last_line) - box["x"], abs=1)
+    lane = page.evaluate(
+        "(() => { const r = document.querySelector('.task-lane canvas').getBoundingClientRect();"
+        " return [r.left, r.top]; })()"
+    )
+    page.mouse("mouseMoved", lane[0] + (bar["left"] + bar["right"]) / 2, lane[1] + 8)
+    tooltip = page.evaluate("document.querySelector('.chart-tooltip').innerText")
+    assert "never" in tooltip and "2025-11-16 08:04:00" in tooltip
+    assert page.errors() == []

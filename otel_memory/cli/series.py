@@ -179,13 +179,15 @@ class Band:
 
 
 class Bands:
-    """Task runs to draw, at most about ``limit``: when there are more, runs of the same task
-    closer than a growing gap are merged (they would touch on the chart anyway), and if that is
-    not enough, the rarest task names share one name, :data:`OTHER_TASKS`."""
+    """Task runs to draw, at most about ``limit``. When there are more, time is cut into
+    buckets whose width doubles (as :class:`Downsampler` does) and the runs of one task
+    starting in one bucket become one band, so that the bands stay spread over the whole
+    chart; if one band per task is still too many, the rarest task names share one name,
+    :data:`OTHER_TASKS`."""
 
-    def __init__(self, limit: int = 500, initial_gap: float = 60.0) -> None:
+    def __init__(self, limit: int = 1000, initial_width: float = 60.0) -> None:
         self.limit = limit
-        self.gap = initial_gap
+        self.width = initial_width
         self._bands: list[Band] = []
 
     def add(self, task: str, start: float, end: float, reason: str = "") -> None:
@@ -201,13 +203,12 @@ class Bands:
 
     def _compact(self) -> None:
         span = max(b.end for b in self._bands) - min(b.start for b in self._bands)
-        while True:
-            self._bands = _merged(self._bands, self.gap)
-            if len(self._bands) <= self.limit:
-                return
-            if self.gap > span:  # one band per name already: too many names
+        self._bands = _merged(self._bands, self.width)
+        while len(self._bands) > self.limit:
+            if self.width > span:  # one band per name already: too many names
                 self._bands = _fewer_names(self._bands)
-            self.gap *= 2
+            self.width *= 2
+            self._bands = _merged(self._bands, self.width)
 
     def bands(self) -> list[Band]:
         """The runs (merged if there were many), by start time."""
@@ -216,17 +217,20 @@ class Bands:
         return sorted(self._bands, key=lambda b: (b.start, b.task))
 
 
-def _merged(bands: list[Band], gap: float) -> list[Band]:
-    result: list[Band] = []
-    for band in sorted(bands, key=lambda b: (b.task, b.start)):
-        last = result[-1] if result else None
-        if last is not None and last.task == band.task and band.start - last.end <= gap:
-            result[-1] = Band(
-                last.task, last.start, max(last.end, band.end), "", last.runs + band.runs
-            )
-        else:
-            result.append(band)
-    return result
+def _merged(bands: list[Band], width: float) -> list[Band]:
+    """One band per task and bucket of ``width`` seconds (by start time)."""
+    merged: dict[tuple[str, int], Band] = {}
+    for band in bands:
+        key = (band.task, math.floor(band.start / width))
+        into = merged.get(key)
+        merged[key] = band if into is None else Band(
+            band.task,
+            min(into.start, band.start),
+            max(into.end, band.end),
+            into.reason if into.reason == band.reason else "",
+            into.runs + band.runs,
+        )  # fmt: skip
+    return list(merged.values())
 
 
 def _fewer_names(bands: list[Band]) -> list[Band]:
