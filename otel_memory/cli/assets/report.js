@@ -379,7 +379,7 @@
       seriesOpts("VMS", data.colours.vms, 1.25),
       seriesOpts("System available", data.colours.available, 1.5),
     ],
-    cursor: { drag: { x: true, y: false, setScale: true }, focus: { prox: 24 } },
+    cursor: { drag: { x: true, y: false, setScale: true } },
     hooks: {
       drawClear: [drawBands],
       draw: [drawThresholds, drawPeaks, drawLane],
