@@ -197,3 +197,17 @@ def test_the_result_is_read_only():
         census.counts["list"] = 5  # type: ignore[index]
     with pytest.raises(AttributeError):
         census.timestamp = 0.0  # type: ignore[misc]
+
+
+def test_other_threads_get_the_gil_after_gc_get_objects_and_after_every_chunk():
+    objs = mixed_objects()
+    pauses: list[int] = []
+
+    def between_chunks() -> None:
+        pauses.append(len(pauses))
+
+    census = take_census(objects=lambda: list(objs), chunk_size=7, between_chunks=between_chunks)
+
+    chunks = -(-len(objs) // 7)
+    assert len(pauses) == 1 + chunks  # one right after the snapshot, one after each chunk
+    assert census.total_objects == len(objs)
