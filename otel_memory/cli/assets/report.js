@@ -342,8 +342,13 @@
   // ---------------------------------------------------------------- the chart
 
   function xRange(u, min, max) {
-    if (min == null || max == null) return [firstT - 60, lastT + 60];
-    return min === max ? [min - 60, max + 60] : [min, max];
+    // Exactly the data (a 16-second log fills the width), a minute either side of a lone
+    // line (uPlot would give it a thousand days).
+    if (firstT === lastT) return [firstT - 60, lastT + 60];
+    if (min == null || max == null) return [firstT, lastT];
+    min = Math.max(min, firstT);
+    max = Math.min(max, lastT);
+    return max - min < 1 ? [min - 30, max + 30] : [min, max];
   }
 
   function seriesOpts(label, colour, width) {
