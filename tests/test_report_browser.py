@@ -50,7 +50,9 @@ def pages(tmp_path_factory) -> dict[str, Path]:
         line("2025-11-16 10:04:00", "---", "Idle", 205),
     ]
     write_log(root / "died.log", died)
+    write_log(root / "one.log", [line("2025-11-16 08:30:00", "---", "Idle", 245.3)])
     made = {
+        "one": ["report", str(root / "one.log")],
         "died": ["report", str(root / "died.log")],
         "short": ["report", str(root / "short"), "--interval", "2"],
         "long": ["report", str(root / "long")],
@@ -151,6 +153,14 @@ def test_a_sixteen_second_log_fills_the_width(open_page):
     assert positions[0] == pytest.approx(0, abs=1)
     assert positions[-1] == pytest.approx(box["width"], abs=1)
     assert positions[4] == pytest.approx(box["width"] / 2, abs=1)
+
+
+def test_a_lone_line_gets_a_minute_either_side(open_page):
+    page = open_page("one")
+    t = page.evaluate("memoryReport.data.times[0]")
+    assert x_range(page) == (t - 60, t + 60)
+    assert page.evaluate("document.querySelector('.task-lane').hidden") is True
+    assert page.errors() == []
 
 
 def test_hover_shows_time_values_and_task(open_page):
