@@ -122,11 +122,11 @@ def write_config(directory: str, profiling: Mapping[str, Any], monitor: Mapping[
     return path
 
 
-def export_logs_values() -> tuple[str, str]:
+def export_logs_values() -> tuple[str, str | bool]:
     """The ``export_logs`` values that mean "events" and "all" in the installed version.
 
     v0.2 has ``events | all | none``; v0.1 had a boolean, where ``true`` exported every line
-    (today's ``all``) and there was no ``events``: then "events" is returned as ``""``.
+    (today's ``all``) and there was no ``events``: then ``("", True)``.
     """
     import otel_memory  # the workers import it late, after the providers are set
 
@@ -134,7 +134,7 @@ def export_logs_values() -> tuple[str, str]:
         try:
             otel_memory.load_config(write_config(tmp, {}, {"export_logs": "events"}))
         except otel_memory.ConfigError:
-            return "", "true"
+            return "", True
     return "events", "all"
 
 

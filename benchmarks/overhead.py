@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         for setup in setups:
             spec = {"setup": setup, "calls": args.calls, **spec_of[setup]}
             runs[setup].append(run_worker(__file__, spec))
-    print_table(setups, runs, {"events": events, "all": all_})
+    print_table(setups, runs, {"events": events, "all": str(all_).lower()})
     if not events:
         print("export_logs: events does not exist in this version (v0.1: true/false): "
               "that row is skipped; 'true' exports every line, as 'all' does")
