@@ -98,6 +98,7 @@ class EventPipeline:
 
     def _init_threading(self) -> None:
         self._drain_lock = threading.Lock()
+        self._drop_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,13 +114,18 @@ class EventPipeline:
         self.flush()
         self._sinks = tuple(sinks)
 
-    def put(self, event: Event) -> None:
-        """Queue one event (the caller's hot path: never blocks, never raises)."""
+    def put(self, event: Event, droppable: bool = True) -> None:
+        """Queue one event (the caller's hot path: never blocks, never raises).
+
+        Task lines are ``droppable``; ``---`` lines and notices, rare and the ones that say
+        what happened, are queued even when the queue is full.
+        """
         if not self._sinks:
             return
         queue = self._queue
-        if len(queue) >= self.capacity:
-            self.dropped += 1
+        if droppable and len(queue) >= self.capacity:
+            with self._drop_lock:  # counted exactly: "dropped" must never lose a drop
+                self.dropped += 1
             self._warn_once(
                 "dropped",
                 "otel_memory: event queue full (%d): events dropped and counted "

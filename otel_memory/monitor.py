@@ -105,9 +105,8 @@ def write_check_line(name: str | None = None) -> None:
         return
     task = _rt.open_tasks.most_recent() if name is None else None
     label = name if name is not None else (task.name if task is not None else IDLE)
-    _rt.events.put(
-        LineEvent(Marker.CHECK, label, reading, task.span if task is not None else None, None)
-    )
+    span = task.span if task is not None else None
+    _rt.events.put(LineEvent(Marker.CHECK, label, reading, span, None), droppable=False)
 
 
 def flush() -> None:
@@ -119,7 +118,7 @@ def flush() -> None:
 
 
 def _notice(name: str, level: int, body: str, attributes: dict[str, AttributeValue]) -> None:
-    _rt.events.put(Notice(name, level, body, attributes, time.time()))
+    _rt.events.put(Notice(name, level, body, attributes, time.time()), droppable=False)
 
 
 class _ThresholdListener:

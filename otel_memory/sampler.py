@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from otel_memory.runtime import Runtime
 
 DEFAULT_INTERVAL_SECONDS = 0.1
+IDLE_GRACE_SECONDS = 2.0
+"""How long the thread keeps ticking with no task open before it blocks until the next one:
+a burst of short tasks (busy, idle, busy...) then never has to wake it."""
 
 
 class PeakSampler:
@@ -46,6 +49,7 @@ class PeakSampler:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._blocked = False  # the thread waits for work with no timeout
 
     @property
     def running(self) -> bool:
@@ -54,7 +58,10 @@ class PeakSampler:
         return thread is not None and thread.is_alive()
 
     def wake(self) -> None:
-        """A task opened while none was: start the thread on first use, else wake it."""
+        """A task opened while none was: start the thread on first use, or wake it if blocked.
+
+        While the thread still ticks (within its idle grace) this costs one attribute check.
+        """
         if self._thread is None:
             with self._lock:
                 if self._thread is None and not self._stopping:
@@ -64,7 +71,9 @@ class PeakSampler:
                     # Assigned before start(): the loop runs while it is the registered thread.
                     self._thread = thread
                     thread.start()
-        self._wakeup.set()
+                    return
+        if self._blocked:
+            self._wakeup.set()
 
     def sample_now(self) -> None:
         """One tick in the caller's thread."""
@@ -84,15 +93,22 @@ class PeakSampler:
 
     def _run(self) -> None:
         me = threading.current_thread()
+        idle_since: float | None = None
         while self._thread is me:
-            if not self._has_work():
+            if self._has_work():
+                idle_since = None
+                self.sample_now()
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > IDLE_GRACE_SECONDS:
                 self._wakeup.clear()
-                if not self._has_work():  # a task may have opened between the check and clear
+                self._blocked = True
+                if not self._has_work():  # a task may have opened before _blocked was set
                     self._wakeup.wait()
+                self._blocked = False
+                idle_since = None
                 continue
-            self.sample_now()
             self._wakeup.wait(self.interval)
-            self._wakeup.clear()
 
 
 def sample(runtime: Runtime) -> None:

@@ -1,0 +1,171 @@
+"""The event pipeline: off the caller's thread, in order, batched, bounded, never silently lost
+(flushed at stop, at exit and across fork), and the OTel records export_logs asks for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+import otel_memory
+from otel_memory import monitor, traced_task
+from otel_memory.config import config_from_dict
+from otel_memory.dailylog import DailyLogSink, DailyLogWriter
+from otel_memory.logline import parse_line
+from otel_memory.runtime import get_runtime
+
+
+def _config(log_dir, **keys):
+    keys = {"log_dir": str(log_dir), "retention_days": 0, **keys}
+    return config_from_dict({"general": {"monitoring": {"memory_monitor": keys}}})
+
+
+def _lines(log_dir):
+    return [line for p in sorted(log_dir.glob("memory_*.log")) for line in p.read_text().splitlines()]
+
+
+def test_lines_are_written_by_the_pipeline_thread_not_the_caller(tmp_path):
+    writers = []
+    real_write = os.write
+
+    def spy(fd, data):
+        writers.append(threading.current_thread().name)
+        return real_write(fd, data)
+
+    otel_memory.start(_config(tmp_path / "logs", export_logs="none"))
+    sink = DailyLogSink(DailyLogWriter(tmp_path / "logs", write=spy))
+    get_runtime().events.set_sinks([sink])
+    for i in range(200):
+        with traced_task(f"t{i}"):
+            pass
+    deadline = time.monotonic() + 5
+    while len([line for line in _lines(tmp_path / "logs") if "TASK" in line]) < 400:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert set(writers) == {"otel-memory-events"}
+    assert len(writers) < 200  # batched: far fewer writes than lines
+
+
+def test_eight_threads_slow_disk_every_line_in_order_or_counted_as_dropped(tmp_path):
+    log_dir = tmp_path / "logs"
+    threads_n, tasks_n = 8, 50_000
+    producers_done = threading.Event()
+
+    def slow_write(fd, data):
+        producers_done.wait(120)  # a disk that stalls until the burst is over: the queue fills
+        time.sleep(0.001)
+        return os.write(fd, data)
+
+    otel_memory.start(_config(log_dir, export_logs="none"))
+    events = get_runtime().events
+    events.set_sinks([DailyLogSink(DailyLogWriter(log_dir, write=slow_write))])
+    events.capacity = 20_000
+
+    def worker(n: int) -> None:
+        for i in range(tasks_n):
+            with traced_task(f"w{n} {i}"):
+                pass
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads_n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    producers_done.set()
+    dropped = events.dropped
+    otel_memory.stop()
+    lines = [parse_line(line) for line in _lines(log_dir)]
+    assert all(lines)
+    task_lines = [line for line in lines if line.marker.short != "CHECK"]
+    assert dropped > 0  # the stalled disk really made the queue overflow
+    assert len(task_lines) + dropped == threads_n * tasks_n * 2  # nothing silently lost
+    seen: dict[str, list[tuple[int, str]]] = {}
+    for line in task_lines:
+        worker_name, index = line.name.split()
+        seen.setdefault(worker_name, []).append((int(index), line.marker.short))
+    for order in seen.values():  # each thread's lines in its own order
+        assert order == sorted(order, key=lambda item: (item[0], item[1] != "START"))
+
+
+def test_export_logs_events_sends_checks_and_events_not_start_end(tmp_path, span_exporter):
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    otel_memory.start(_config(tmp_path / "logs"), logger_provider=provider)  # default: events
+    with traced_task("quiet"):
+        pass
+    otel_memory.stop()
+    markers = [r.log_record.attributes.get("memory.marker") for r in exporter.get_finished_logs()]
+    assert markers == ["CHECK", "CHECK"]  # Monitor Started, Monitor Stopped
+
+
+def test_export_logs_all_sends_every_line_in_order(tmp_path, span_exporter):
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    otel_memory.start(_config(tmp_path / "logs", export_logs=True), logger_provider=provider)
+    for i in range(3):
+        with traced_task(f"t{i}"):
+            pass
+    otel_memory.stop()
+    bodies = [parse_line(r.log_record.body) for r in exporter.get_finished_logs()]
+    assert [(b.marker.short, b.name) for b in bodies] == [
+        ("CHECK", monitor.STARTED),
+        ("START", "t0"), ("END", "t0"), ("START", "t1"), ("END", "t1"),
+        ("START", "t2"), ("END", "t2"),
+        ("CHECK", monitor.STOPPED),
+    ]
+
+
+def test_export_logs_none_sends_nothing(tmp_path):
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    otel_memory.start(_config(tmp_path / "logs", export_logs="none"), logger_provider=provider)
+    with traced_task("t"):
+        pass
+    otel_memory.stop()
+    assert exporter.get_finished_logs() == ()
+    assert len(_lines(tmp_path / "logs")) == 4
+
+
+FORKER = """
+import os, sys
+import otel_memory
+from otel_memory import traced_task
+from otel_memory.config import config_from_dict
+otel_memory.start(config_from_dict({"general": {"monitoring": {"memory_monitor": {
+    "log_dir": sys.argv[1], "retention_days": 0}}}}))
+for i in range(100):
+    with traced_task(f"parent {i}"):
+        pass
+pid = os.fork()
+if pid == 0:
+    for i in range(50):
+        with traced_task(f"child {i}"):
+            pass
+    otel_memory.stop()
+    os._exit(0)
+os.waitpid(pid, 0)
+with traced_task("parent after fork"):
+    pass
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_loses_nothing_and_duplicates_nothing(tmp_path):
+    subprocess.run([sys.executable, "-c", FORKER, str(tmp_path)], check=True, timeout=60)
+    names = [parse_line(line).name for line in _lines(tmp_path)]
+    for i in range(100):
+        assert names.count(f"parent {i}") == 2  # START and END, not repeated by the child
+    for i in range(50):
+        assert names.count(f"child {i}") == 2
+    assert names.count("parent after fork") == 2
+    assert names.count(monitor.STARTED) == 1
+    assert names.count(monitor.STOPPED) == 2  # the child's stop() and the parent's exit
