@@ -302,6 +302,9 @@ def test_promtool_check_metrics_passes_on_each_apps_metrics(stack, job):
     )
     types = re.findall(r"^# TYPE (\S+) ", page, flags=re.MULTILINE)
     assert len(types) == len(set(types)), "a metric family is exposed twice"
+    for name in ("process_memory_usage_bytes", "process_memory_virtual_bytes"):
+        # ours or system-metrics' (whichever exports it), never both
+        assert len(re.findall(rf"^{name}{{", page, flags=re.MULTILINE)) == 1, name
     ours = {name: lines for name, lines in families(page).items() if name in OUR_PROMETHEUS_NAMES}
     assert {"process_memory_usage_bytes", "otel_memory_limit_bytes", "python_heap_objects"} <= set(
         ours
