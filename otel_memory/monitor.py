@@ -444,7 +444,9 @@ def stop() -> None:
 def _teardown(rt: Runtime, running: _Running) -> None:
     rt.on_reading = None
     rt.on_sample = None
-    rt.deep_capture = None
+    deep, rt.deep_capture = rt.deep_capture, None
+    if deep is not None:
+        deep.close()  # a traced task still running at stop() must not leave tracemalloc on
     for component in reversed(running.components):
         try:
             component.close()

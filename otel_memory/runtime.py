@@ -173,6 +173,8 @@ class DeepCaptureHooks(Protocol):
 
     def task_ended(self, key: object) -> AllocationReport | None: ...
 
+    def close(self) -> None: ...
+
 
 _RUNTIME = Runtime()
 

@@ -52,6 +52,7 @@ def test_lines_are_written_by_the_pipeline_thread_not_the_caller(tmp_path):
     assert len(writers) < 200  # batched: far fewer writes than lines
 
 
+@pytest.mark.e2e  # a stress run (800,000 lines): once per CI run, not on every Python
 def test_eight_threads_slow_disk_every_line_in_order_or_counted_as_dropped(tmp_path):
     log_dir = tmp_path / "logs"
     threads_n, tasks_n = 8, 50_000

@@ -47,6 +47,8 @@ def run(request, tmp_path_factory) -> Iterator[tuple[OTLPReceiver, object]]:
             protocol=protocol,
             log_dir=tmp_path_factory.mktemp("logs"),
             service_name=SERVICE,
+            # every START/END as a record too, to check their trace context (default: events)
+            extra_env={"OTEL_PYTHON_MEMORY_MONITOR_EXPORT_LOGS": "all"},
         )
         assert example.result.returncode == 0, example.result.stderr
         print(f"{protocol}: wall {example.wall_seconds:.2f} s; {example.result.stdout.strip()}")

@@ -1,6 +1,7 @@
-"""Log records are exported once: by otel-memory's own bridge, or, when the SDK's root logging
-handler is on too (``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true``), by that handler
-alone once ``OTEL_PYTHON_MEMORY_MONITOR_EXPORT_LOGS=false`` (docs/zero-code.md)."""
+"""Daily-log lines leave as log records as ``export_logs`` says, exactly once: they never pass
+through ``logging``, so the SDK's root logging handler
+(``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true``) cannot export them a second time
+(docs/zero-code.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from example_runs import run_instrumented
 pytestmark = pytest.mark.e2e
 
 AUTO_LOGGING = {"OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true"}
+ALL = "OTEL_PYTHON_MEMORY_MONITOR_EXPORT_LOGS"
 
 
 def _start_records(receiver, tmp_path, extra_env):
@@ -29,18 +31,21 @@ def _start_records(receiver, tmp_path, extra_env):
     spans = receiver.spans_named("Handle Messages")
     assert len(spans) == 2
     starts = [r for r in receiver.log_records() if r.attributes.get("memory.marker") == "START"]
-    assert {r.trace_id for r in starts} == {span.trace_id for span in spans}
+    if starts:
+        assert {r.trace_id for r in starts} == {span.trace_id for span in spans}
     return markers["START"], markers["END"]
 
 
 @pytest.mark.parametrize(
     ("extra_env", "copies"),
     [
-        ({}, 1),
-        (AUTO_LOGGING, 2),  # both handlers export: the double export the docs warn about
-        ({**AUTO_LOGGING, "OTEL_PYTHON_MEMORY_MONITOR_EXPORT_LOGS": "false"}, 1),
+        ({ALL: "all"}, 1),
+        ({**AUTO_LOGGING, ALL: "all"}, 1),  # the root handler never sees the lines
+        ({**AUTO_LOGGING, ALL: "true"}, 1),  # v0.1's boolean: all
+        (AUTO_LOGGING, 0),  # the default, events: START/END stay on the span
+        ({ALL: "none"}, 0),
     ],
-    ids=["bridge", "bridge+root-handler", "root-handler"],
+    ids=["all", "all+root-handler", "v0.1-true", "events", "none"],
 )
 def test_each_event_is_exported_the_expected_number_of_times(
     otlp_receiver, tmp_path, extra_env, copies
