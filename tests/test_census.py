@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
+import time
 import weakref
 from collections import Counter, OrderedDict, defaultdict
 
 import pytest
 
-from otel_memory.census import OTHER, HeapCensus, census_of, class_name, take_census
+from otel_memory.census import (
+    OTHER,
+    HeapCensus,
+    census_of,
+    class_name,
+    take_census,
+    yield_gil,
+)
 
 
 class Plain:
@@ -211,3 +220,25 @@ def test_other_threads_get_the_gil_after_gc_get_objects_and_after_every_chunk():
     chunks = -(-len(objs) // 7)
     assert len(pauses) == 1 + chunks  # one right after the snapshot, one after each chunk
     assert census.total_objects == len(objs)
+
+
+def test_yield_gil_hands_the_gil_to_a_waiting_thread():
+    # GIVEN a thread that needs the GIL, and a switch interval so long that the interpreter
+    # never takes the GIL away from this thread by itself
+    gate, ran = threading.Lock(), threading.Event()
+    gate.acquire()
+    waiter = threading.Thread(target=lambda: (gate.acquire(), ran.set()), daemon=True)
+    waiter.start()
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+    try:
+        # WHEN this thread only computes and calls yield_gil()
+        gate.release()
+        deadline = time.monotonic() + 10
+        while not ran.is_set() and time.monotonic() < deadline:
+            yield_gil()
+    finally:
+        sys.setswitchinterval(previous)
+    # THEN the waiting thread ran
+    assert ran.is_set()
+    waiter.join(5)
