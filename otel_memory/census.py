@@ -30,9 +30,11 @@ package does not have. The longest stall another thread sees is ``gc.get_objects
 from __future__ import annotations
 
 import gc
+import operator
 import sys
 import time
 from collections import defaultdict, deque
+from itertools import compress, repeat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -197,6 +199,7 @@ def _tally(
     """``{type: [count, size]}`` over ``objs``, emptying ``objs`` chunk by chunk as it goes."""
     totals: dict[type, list[int]] = {}
     plans: dict[type, _Sizer] = {}
+    _take_tuples(objs, totals)
     between_chunks()  # threads that waited through gc.get_objects() go first
     while objs:
         chunk = objs[-chunk_size:]
@@ -220,6 +223,22 @@ def _tally(
         buckets.clear()
         between_chunks()  # a C loop over a chunk never releases the GIL: waiting threads go now
     return totals
+
+
+def _take_tuples(objs: list[Any], totals: dict[type, list[int]]) -> None:
+    """Tally exact tuples and drop our references to them before the GIL is first released.
+
+    ``gc.get_objects()`` also returns a tuple that another thread is still building
+    (``tuple(genexpr)``); if that thread resizes it while we hold a reference, CPython raises
+    ``SystemError`` in the host's code (gh-59313). Three passes in C, while no thread can run.
+    """
+    flags = list(map(operator.is_, map(type, objs), repeat(tuple)))
+    tuples = list(compress(objs, flags))
+    if not tuples:
+        return
+    objs[:] = compress(objs, map(operator.not_, flags))
+    totals[tuple] = [len(tuples), sum(map(sys.getsizeof, tuples))]
+    del tuples
 
 
 def census_of(objs: Iterable[object]) -> HeapCensus:
