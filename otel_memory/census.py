@@ -34,9 +34,9 @@ import operator
 import sys
 import time
 from collections import defaultdict, deque
-from itertools import compress, repeat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import compress, repeat
 from types import MappingProxyType
 from typing import Any
 
