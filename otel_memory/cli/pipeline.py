@@ -21,8 +21,7 @@ How the numbers are defined:
 * **peaks**: one line per task run (its highest line while it was the innermost open run) or per
   plateau (consecutive lines with no task open and the same name, e.g. an idle stretch).
 * **idle trend**: the least-squares fit of :mod:`otel_memory.trend` over the ``--- [Idle]``
-  lines of all inputs; beyond :data:`MAX_IDLE_POINTS` lines, neighbouring points are averaged
-  in pairs (the slope stays close; r² rises a little as noise averages out).
+  lines of all inputs; beyond :data:`MAX_IDLE_POINTS` lines, over every 2nd (4th, ...) of them.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import gc
 import heapq
 import itertools
 import math
-from array import array
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,8 +68,9 @@ from otel_memory.trend import fit
 _CHECK = Marker.CHECK.value
 _MARKER_NAMES = {m.value: m.name for m in Marker}
 _MAX_MALFORMED_SHOWN = 5
-MAX_IDLE_POINTS = 1 << 17
-"""Idle points kept for the trend fit (2 MB); more are averaged in neighbouring pairs."""
+MAX_IDLE_POINTS = 1 << 15
+"""Idle points kept for the trend fit (45 days of lines every 2 minutes); beyond, a regular
+sample of them."""
 # Extra peak candidates: a run interrupted by a nested one can enter the heap twice.
 _PEAK_MARGIN = 8
 _MAX_WAITING_RUNS = 64
@@ -176,9 +176,11 @@ class _Runs:
     def add(self, delta: float, duration: float) -> None:
         self.count += 1
         self.delta_total += delta
-        self.delta_max = max(self.delta_max, delta)
         self.duration_total += duration
-        self.duration_max = max(self.duration_max, duration)
+        if delta > self.delta_max:  # noqa: PLR1730 -- once per run: cheaper than max()
+            self.delta_max = delta
+        if duration > self.duration_max:  # noqa: PLR1730
+            self.duration_max = duration
 
 
 @dataclass(slots=True)
@@ -193,8 +195,9 @@ class _Lowest:
 
 @dataclass(slots=True)
 class _IdlePoints:
-    """Idle ``(t, rss)`` points for the trend fit, at most ``limit``: past it, neighbours are
-    averaged in pairs and later points come in as averages of ``stride``."""
+    """Idle ``(t, rss)`` points for the trend fit, at most ``limit``: past it, every second
+    point is dropped and later only every ``stride``-th idle line is kept (a regular sample
+    of the whole series: slope and r² stay unbiased; a thousandth of the points cost)."""
 
     limit: int = MAX_IDLE_POINTS
     stride: int = 1
@@ -202,45 +205,24 @@ class _IdlePoints:
     first: float = math.inf
     last: float = -math.inf
     total: float = 0.0
-    times: array[float] = field(default_factory=lambda: array("d"))
-    values: array[float] = field(default_factory=lambda: array("d"))
-    _pending_t: list[float] = field(default_factory=list)
-    _pending_v: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
 
     def add(self, times: list[float], values: list[float]) -> None:
+        # Keep the lines whose index in the whole series is a multiple of the stride.
+        offset = -self.count % self.stride
         self.count += len(times)
         self.total += math.fsum(values)
         self.first = min(self.first, *times)
         self.last = max(self.last, *times)
-        if self._pending_t:
-            times, values = self._pending_t + times, self._pending_v + values
-        step = self.stride
-        whole = len(times) // step * step
-        if step == 1:
-            self.times.extend(times)
-            self.values.extend(values)
-        else:
-            starts = range(0, whole, step)
-            self.times.extend(math.fsum(times[i : i + step]) / step for i in starts)
-            self.values.extend(math.fsum(values[i : i + step]) / step for i in starts)
-        self._pending_t, self._pending_v = times[whole:], values[whole:]
+        self.times += times[offset :: self.stride]
+        self.values += values[offset :: self.stride]
         while len(self.times) > self.limit:
-            self._halve()
+            del self.times[1::2], self.values[1::2]
+            self.stride *= 2
 
-    def _halve(self) -> None:
-        # An odd last point stays as it is: one point of a hundred thousand weighs half.
-        for series in (self.times, self.values):
-            even = len(series) // 2 * 2
-            pairs = zip(series[0:even:2], series[1:even:2], strict=True)
-            series[:] = array("d", ((a + b) / 2 for a, b in pairs)) + series[even:]
-        self.stride *= 2
-
-    def points(self) -> tuple[array[float], array[float]]:
-        times, values = array("d", self.times), array("d", self.values)
-        if self._pending_t:
-            times.append(math.fsum(self._pending_t) / len(self._pending_t))
-            values.append(math.fsum(self._pending_v) / len(self._pending_v))
-        return times, values
+    def points(self) -> tuple[list[float], list[float]]:
+        return self.times, self.values
 
 
 PeakEntry = tuple[float, int, str, int, str, object]
@@ -256,7 +238,6 @@ class _Stream:
     # stands for the time until the next line. None when it was not, or was not selected.
     alarm: tuple[float, float, float, float] | None = None
     last_t: float | None = None
-    high: float = -math.inf  # highest RSS of the lines the pairer has not been told about
     key: object = None  # the segment of the peak list: a run serial or a plateau's name
     fast_key: object = IDLE  # the segment of a line that does not change it
 
@@ -381,7 +362,7 @@ class Analyzer:
         s = self.settings
         minute_seconds = MINUTE_SECONDS
         hour_start = self._clock.hour_start
-        hour_key, hour_value = "", None
+        hour_key, hour_value, day = "", None, ""
         check, idle = _CHECK, IDLE
         since, until, only_task = self._since, self._until, s.task
         filtering = since is not None or until is not None or only_task is not None
@@ -389,10 +370,11 @@ class Analyzer:
         available_min, free_min = s.available_min_mb, s.free_min_percent
         stream = self._stream
         pairer = stream.pairer
-        expected, high, fast_key = pairer.expected, stream.high, stream.fast_key
+        expected, quiet, fast_key = pairer.expected, pairer.quiet, stream.fast_key
         alarm = stream.alarm
         key, best = stream.key, self._best
         best_rss = best[0] if best is not None else -math.inf
+        best_number = 0  # the line of a best found in this chunk, made an entry only when needed
         file = self._file
         order_base = self._file_index << 40
         on_point, on_above, above_mb = self._on_point, self._on_above, s.above_mb
@@ -429,6 +411,7 @@ class Analyzer:
             if stamp[:13] != hour_key:
                 hour_key = stamp[:13]
                 hour_value = hour_start(hour_key)
+                day = sys.intern(hour_key[:10])
             try:  # None + seconds (no such hour) or no such "MM:SS": TypeError, KeyError
                 t = hour_value + minute_seconds[stamp[14:]]  # type: ignore[operator]
             except (TypeError, KeyError):
@@ -444,18 +427,30 @@ class Analyzer:
 
             if alarm is not None:  # the previous line was beyond a threshold until now
                 self._account(alarm, t)
-            if marker == check and name == expected:  # nothing starts or ends: the common case
+            # The common case, nothing starts or ends (no tuple built per line, hence the noqa).
+            if marker == check and (name == expected or name == quiet):  # noqa: PLR1714, SIM109
                 owner = name
                 line_key = fast_key
-                if rss > high:  # noqa: PLR1730
-                    high = rss
             else:
                 stream.last_t = t
-                owner = pairer.line(marker, name, t, rss, high)
-                high = -math.inf
-                expected = pairer.expected
+                # The segment's best so far stands for the lines since the last call: they all
+                # ran under the same innermost run, so it is their highest RSS, or a line of
+                # that same run's that is higher.
+                owner = pairer.line(marker, name, t, rss, best_rss)
+                expected, quiet = pairer.expected, pairer.quiet
                 line_key = pairer.line_serial or name
                 fast_key = pairer.serial or expected
+            # A new run or plateau: the best line of the last one is a peak candidate.
+            if line_key is not key:  # identity: the same object while nothing changes
+                if best_number:
+                    text = lines[best_number - first_line].rstrip("\n")
+                    best = (best_rss, -(order_base + best_number), file, best_number, text, key)
+                    best_number = 0
+                self._best = best
+                self._end_segment()
+                key = line_key
+                best = self._run_best.pop(key, None) if isinstance(key, int) else None
+                best_rss = best[0] if best is not None else -math.inf
             if filtering and not (
                 (since is None or stamp >= since)
                 and (until is None or stamp <= until)
@@ -474,16 +469,9 @@ class Analyzer:
                 run_values = rss_by_name.setdefault(name, [])
             run_values.append(rss)
 
-            if line_key != key:  # a new run or plateau: its best line so far is a candidate
-                self._best = best
-                self._end_segment()
-                key = line_key
-                best = self._run_best.pop(key, None) if isinstance(key, int) else None
-                best_rss = best[0] if best is not None else -math.inf
             if rss > best_rss:
                 best_rss = rss
-                text = lines[number - first_line].rstrip("\n")
-                best = (rss, -(order_base + number), file, number, text, key)
+                best_number = number
 
             if rss > warning_mb or available < available_min or free < free_min:
                 alarm = (t, rss, available, free)
@@ -498,8 +486,8 @@ class Analyzer:
                 lowest_free = _Lowest(free, t, name)
 
             if name == idle and marker == check:
-                if stamp[:10] != idle_day_key:
-                    idle_day_key = stamp[:10]
+                if day is not idle_day_key:  # identity: one (interned) string per date
+                    idle_day_key = day
                     idle_day_starts.append((len(idle_t), idle_day_key))
                 idle_t.append(t)
                 idle_rss.append(rss)
@@ -510,10 +498,13 @@ class Analyzer:
                 if on_above is not None and rss > above_mb:  # type: ignore[operator]
                     on_above(file, number, lines[number - first_line].rstrip("\n"))
 
+        if best_number:
+            text = lines[best_number - first_line].rstrip("\n")
+            best = (best_rss, -(order_base + best_number), file, best_number, text, key)
         parsed = len(lines) - rejected
         if parsed:
             stream.last_t = t
-        stream.alarm, stream.high, stream.key, stream.fast_key = alarm, high, key, fast_key
+        stream.alarm, stream.key, stream.fast_key = alarm, key, fast_key
         self._best = best
         self._total += len(lines)
         self._parsed += parsed

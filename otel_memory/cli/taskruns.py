@@ -126,33 +126,35 @@ class RunPairer:
         self.line_serial = 0
         """The number of the run the last line belongs to (its START, its END, the innermost
         open run for a ``---`` line), 0 for none."""
+        self.quiet: str | None = None
+        """A second name whose ``---`` lines change nothing while runs are open (one that names
+        no open run, e.g. a task whose START the log lacks): skip those lines too."""
+        self._stray: str | None = None
         self.unmatched_ends = 0
 
     def line(self, marker: str, name: str, t: float, rss: float, high: float) -> str:
         """Account for one line; the task it belongs to (an END's run, else ``name``)."""
         stack = self._open
-        if stack:
-            self._raise_peaks(max(high, rss))
+        high = max(high, rss)
+        for run in stack:
+            run.peak = max(run.peak, high)
         owner = name
-        ended = 0
+        depth = len(stack)
         if marker == _START:
-            if stack and stack[-1].replaced_at is None:
-                below = stack[-1]
-                below.replaced_at, below.replaced_rss, below.replaced_peak = t, rss, below.peak
-            if len(stack) >= MAX_OPEN_RUNS:
-                self._give_up(stack.pop(0))
-            self._serials += 1
-            stack.append(_Open(name, t, rss, rss, self._serials))
+            self._start(name, t, rss)
         elif marker == _END:
             owner = self._end(name, t, rss)
-            ended = self.line_serial
         else:
             self._check(name, t, rss)
+            if stack and len(stack) == depth and stack[-1].serial == self.serial:
+                self._stray = name  # it named no open run: the same line again changes nothing
         if stack:
-            self.expected, self.serial = stack[-1].name, stack[-1].serial
+            top = stack[-1]
+            self.expected, self.serial, self.quiet = top.name, top.serial, self._stray
         else:
-            self.expected, self.serial = IDLE, 0
-        self.line_serial = ended if marker == _END else self.serial
+            self.expected, self.serial, self.quiet = IDLE, 0, None
+        if marker != _END:
+            self.line_serial = self.serial
         return owner
 
     def close(self) -> None:
@@ -164,7 +166,7 @@ class RunPairer:
                 self._replaced(run, run.replaced_at)
             else:
                 self._give_up(run)
-        self.expected, self.serial = IDLE, 0
+        self.expected, self.serial, self.quiet = IDLE, 0, None
 
     @property
     def open_runs(self) -> int:
@@ -178,11 +180,23 @@ class RunPairer:
 
     def is_open(self, serial: int) -> bool:
         """Whether the run numbered ``serial`` is still open."""
-        return any(run.serial == serial for run in self._open)
+        # A loop, not any() over a generator: this runs at every change of task.
+        for run in self._open:  # noqa: SIM110
+            if run.serial == serial:
+                return True
+        return False
 
-    def _raise_peaks(self, rss: float) -> None:
-        for run in self._open:
-            run.peak = max(run.peak, rss)
+    def _start(self, name: str, t: float, rss: float) -> None:
+        stack = self._open
+        if stack and stack[-1].replaced_at is None:
+            below = stack[-1]
+            below.replaced_at, below.replaced_rss, below.replaced_peak = t, rss, below.peak
+        if len(stack) >= MAX_OPEN_RUNS:
+            self._give_up(stack.pop(0))
+        self._serials += 1
+        stack.append(_Open(name, t, rss, rss, self._serials))
+        if name == self._stray:
+            self._stray = None
 
     def _check(self, name: str, t: float, rss: float) -> None:
         """A ``---`` line names the most recently started task still open, else Idle."""
