@@ -164,7 +164,7 @@ def test_daily_file_matches_the_spans(run):
 
 # The idle trend needs two collections while no task is open, which a 2 s run may not have;
 # tests/test_collector_config.py checks it against the package's instruments.
-NEEDS_A_LONGER_RUN = {"process_memory_idle_trend_bytes_per_hour"}
+NEEDS_A_LONGER_RUN = {"otel_memory_idle_trend_bytes_per_hour"}
 
 
 def test_metrics_queried_by_alerts_and_dashboard_arrive(run):
