@@ -74,6 +74,19 @@ def format_snapshot(census: HeapCensus, top_n: int) -> str:
     return "\n".join(lines)
 
 
+FRESH_ALLOCATIONS = 2_000
+"""Net allocations of tracked objects since the last full collection below which a census
+still counts as taken right after it. A busy host (or one with automatic collection off) may
+have piled up new garbage by the time the thread runs: that census waits for the next one."""
+
+
+def _allocated_since_full_collection() -> int:
+    """Net allocations of GC-tracked objects since the last generation-2 collection (about)."""
+    count0, count1, count2 = gc.get_count()
+    threshold0, threshold1, _ = gc.get_threshold()
+    return count0 + max(threshold0, 1) * (count1 + max(threshold1, 1) * count2)
+
+
 def _collections() -> tuple[int, int]:
     """(full collections, generation-1 and -2 collections) since the interpreter started."""
     stats = gc.get_stats()
@@ -223,8 +236,10 @@ class Profiler:
 
     def _step(self, tick: bool) -> None:
         full, activity = _collections()
-        if full > self._trend_full and time.monotonic() - self._trend_at >= (
-            TREND_GAP * self.interval
+        if (
+            full > self._trend_full
+            and time.monotonic() - self._trend_at >= TREND_GAP * self.interval
+            and _allocated_since_full_collection() <= FRESH_ALLOCATIONS
         ):
             self._notify(self._census(trend=True, full=full))
         if tick:

@@ -250,7 +250,10 @@ def test_more_frames_name_the_callers():
     report = capture.task_ended(task)
     assert report is not None
     frames = report.sites[0].split(" < ")
-    assert frames[:3] == [line_of("# SITE-A"), line_of("# SITE-A"), line_of("# CALLER")]
+    # Up to 3.11 a list comprehension is a frame of its own (SITE-A twice); 3.12 inlines it.
+    assert frames[0] == line_of("# SITE-A")
+    assert line_of("# CALLER") in frames
+    assert len(frames) == 3
     del held
 
 

@@ -80,6 +80,7 @@ def test_yaml_path_given_as_config(instrumentor, tmp_path):
     instrumentor.instrument(config=str(path))
 
     assert monitor.current_config().monitor.log_dir == str(log_dir)
+    monitor.flush()  # lines are written by the monitor's own thread
     assert [line.name for line in _lines(log_dir)] == [monitor.STARTED]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import mmap
 import threading
 
 import psutil
@@ -80,8 +81,11 @@ def test_peak_is_never_below_start_or_end(span_exporter, fake_source):
 
 def test_real_psutil_values_are_plausible(span_exporter):
     with traced_task("real"):
-        ballast = bytearray(20 * MB)
-        ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page so it is resident
+        # a fresh anonymous mapping: the allocator cannot hand back pages that are resident
+        # already (as a bytearray may, after earlier tests freed large blocks)
+        ballast = mmap.mmap(-1, 20 * MB)
+        for offset in range(0, 20 * MB, 4096):
+            ballast[offset] = 1  # touch every page so it is resident
     (span,) = span_exporter.get_finished_spans()
     a = span.attributes
     own = psutil.Process().memory_info()
@@ -93,7 +97,7 @@ def test_real_psutil_values_are_plausible(span_exporter):
     total = psutil.virtual_memory().total
     assert 0 < a[attr.SYSTEM_AVAILABLE_START] <= total
     assert 0.0 < a[attr.SYSTEM_FREE_RATIO_END] <= 1.0
-    del ballast
+    ballast.close()
 
 
 def test_nested_tasks_are_child_spans(span_exporter):
