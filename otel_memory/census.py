@@ -30,13 +30,11 @@ package does not have. The longest stall another thread sees is ``gc.get_objects
 from __future__ import annotations
 
 import gc
-import operator
 import sys
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from itertools import compress, repeat
 from types import MappingProxyType
 from typing import Any
 
@@ -196,49 +194,51 @@ def take_census(
 def _tally(
     objs: list[Any], chunk_size: int, between_chunks: Callable[[], None]
 ) -> dict[type, list[int]]:
-    """``{type: [count, size]}`` over ``objs``, emptying ``objs`` chunk by chunk as it goes."""
+    """``{type: [count, size]}`` over ``objs``, emptying ``objs`` as it goes.
+
+    The whole snapshot is partitioned by type in one C call, and exact tuples are tallied and
+    dropped, before the GIL is first released: ``gc.get_objects()`` also returns a tuple that
+    another thread is still building (``tuple(genexpr)``), and if that thread resizes it while
+    we hold a reference, CPython raises ``SystemError`` in the host's code (gh-59313). The
+    per-object sizing that follows runs in chunks, with ``between_chunks()`` after each.
+    """
     totals: dict[type, list[int]] = {}
-    plans: dict[type, _Sizer] = {}
-    _take_tuples(objs, totals)
-    between_chunks()  # threads that waited through gc.get_objects() go first
-    while objs:
-        chunk = objs[-chunk_size:]
-        del objs[-chunk_size:]  # drop our references early: a dying object is freed here
-        buckets: defaultdict[type, list[Any]] = defaultdict(list)
-        # Partition in C: for each object, append it to the bucket of its type.
-        deque(map(list.append, map(buckets.__getitem__, map(type, chunk)), chunk), maxlen=0)
-        del chunk
-        for cls, members in buckets.items():
-            plan = plans.get(cls)
-            if plan is None:
-                plan = plans[cls] = _plan(cls, members[0])
-            entry = totals.get(cls)
-            if entry is None:
-                entry = totals[cls] = [0, 0]
-            entry[0] += len(members)
+    buckets: defaultdict[type, list[Any]] = defaultdict(list)
+    # Partition in C: for each object, append it to the bucket of its type.
+    deque(map(list.append, map(buckets.__getitem__, map(type, objs)), objs), maxlen=0)
+    objs.clear()
+    tuples = buckets.pop(tuple, None)
+    if tuples:
+        count = len(tuples)
+        totals[tuple] = [count, _TUPLE_BASE * count + tuple.__itemsize__ * sum(map(len, tuples))]
+        tuples.clear()
+    del tuples
+    between_chunks()  # threads that waited through the snapshot go first
+    since_pause = 0
+    while buckets:
+        cls, members = buckets.popitem()
+        plan = _plan(cls, members[0])
+        count, size = len(members), 0
+        while members:
+            part = members[-chunk_size:]
+            del members[-chunk_size:]  # drop our references early: a dying object is freed here
             try:
-                entry[1] += plan(members)
+                size += plan(part)
             except Exception:  # e.g. a borrowed C __sizeof__ that rejects this type
-                entry[1] += sum(map(_safe_getsizeof, members))
-        buckets.clear()
-        between_chunks()  # a C loop over a chunk never releases the GIL: waiting threads go now
+                size += sum(map(_safe_getsizeof, part))
+            since_pause += len(part)
+            del part
+            if since_pause >= chunk_size:  # a C loop never releases the GIL: waiting threads go
+                between_chunks()
+                since_pause = 0
+        totals[cls] = [count, size]
+    if since_pause:
+        between_chunks()
     return totals
 
 
-def _take_tuples(objs: list[Any], totals: dict[type, list[int]]) -> None:
-    """Tally exact tuples and drop our references to them before the GIL is first released.
-
-    ``gc.get_objects()`` also returns a tuple that another thread is still building
-    (``tuple(genexpr)``); if that thread resizes it while we hold a reference, CPython raises
-    ``SystemError`` in the host's code (gh-59313). Three passes in C, while no thread can run.
-    """
-    flags = list(map(operator.is_, map(type, objs), repeat(tuple)))
-    tuples = list(compress(objs, flags))
-    if not tuples:
-        return
-    objs[:] = compress(objs, map(operator.not_, flags))
-    totals[tuple] = [len(tuples), sum(map(sys.getsizeof, tuples))]
-    del tuples
+_TUPLE_BASE = sys.getsizeof((None,)) - tuple.__itemsize__
+"""``sys.getsizeof`` of a tuple less its items (basic size and GC header)."""
 
 
 def census_of(objs: Iterable[object]) -> HeapCensus:
