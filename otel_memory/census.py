@@ -8,9 +8,10 @@
         print(row.name, row.count, row.size)
 
 Sizes are ``sys.getsizeof`` summed exactly. Class names are bare for builtins (``dict``) and
-``module.QualName`` otherwise. The census never calls ``gc.collect()``, keeps no object alive
-after it returns, and works in chunks with a ``time.sleep(0)`` between them so other threads get
-the GIL; the only step that cannot be chunked is the ``gc.get_objects()`` call itself.
+``module.QualName`` otherwise. The census never calls ``gc.collect()`` and keeps no object alive
+after it returns. The snapshot and its partition by type run without releasing the GIL (see
+:func:`_tally`: a tuple another thread is still building must be dropped first); sizing then
+works in chunks with a ``time.sleep(0)`` between them so other threads get the GIL.
 
 Why it is fast: objects are partitioned by type in C (``map`` of ``list.append`` over per-type
 buckets), so no Python bytecode runs per object. Counts are bucket lengths. A type whose
@@ -21,10 +22,11 @@ bound-method allocation ``sys.getsizeof`` makes per call, then add the per-type 
 
 Where the time goes (1.3M objects): ``gc.get_objects()`` ~12 ns per object, reading each type
 ~15 ns (a cache miss per object), the partition ~45 ns (a dict lookup and an append, each a C
-call through ``map``), sizes of variable-size objects ~20 ns each. That is about 0.4x
-``objgraph.typestats()`` and about as far as pure Python goes: a compiled pass (a throwaway
-prototype reached 0.29x) would need a compiled build with a pure-Python fallback, which the
-package does not have. The longest stall another thread sees is ``gc.get_objects()`` itself.
+call through ``map``), sizes of variable-size objects ~20 ns each: about 0.5x
+``objgraph.typestats()``, and the longest stall another thread sees is the snapshot plus the
+partition (~6x ``gc.get_objects()`` alone). A compiled pass could take the snapshot, drop the
+tuples and release the GIL at once (a throwaway prototype reached 0.29x), but it needs a
+compiled build with a pure-Python fallback, which the package does not have.
 """
 
 from __future__ import annotations
