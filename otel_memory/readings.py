@@ -85,13 +85,14 @@ class ReadingSource(Protocol):
         ...
 
 
+_MAX_RSS_UNIT = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB, macOS bytes
+
+
 def _max_rss_bytes() -> int | None:
     """The process's lifetime peak RSS from ``getrusage``, in bytes, or None where unknown."""
     if resource is None:
         return None
-    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return int(max_rss) if sys.platform == "darwin" else int(max_rss) * 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * _MAX_RSS_UNIT
 
 
 class _ProcFiles:
@@ -230,7 +231,9 @@ class PsutilReadingSource:
             with self._lock:
                 info = self._process.memory_info()
             rss, vms = int(info.rss), int(info.vms)
-        available, total, source, host_available = self._read_system(time.monotonic())
+        now = time.monotonic()
+        system = self._system if now < self._system_until else self._read_system(now)
+        available, total, source, host_available = system
         return MemoryReading(
             self._clock(),
             rss,

@@ -207,7 +207,8 @@ def _finish(
         if reason is not None:
             attributes[attr.TASK_END_REASON] = reason
         span.set_attributes(attributes)
-        _set_status(span, label, error)
+        if error is not None or (label is not None and label.endswith("Error")):
+            _set_status(span, label, error)
         deep = rt.deep_capture
         if deep is not None:
             report = deep.task_ended(task)
@@ -248,13 +249,15 @@ def _activate(task: OpenTask) -> None:
     task.parent_context = parent
     task.context = trace.set_span_in_context(task.span, parent)
     task.token = otel_context.attach(task.context)
-    _stack.set((*_stack.get(), task))
+    _stack.set(_stack.get() + (task,))
 
 
 def _deactivate(task: OpenTask) -> None:
     """Take an ended task out of this context and restore what it replaced, exactly."""
     stack = _stack.get()
-    if task in stack:
+    if stack and stack[-1] is task:  # the usual case: the innermost task ends
+        _stack.set(stack[:-1])
+    elif task in stack:
         _stack.set(tuple(t for t in stack if t is not task and not t.ended))
     context, token, task.token = task.context, task.token, None
     if context is None:
