@@ -249,7 +249,7 @@ def _activate(task: OpenTask) -> None:
     task.parent_context = parent
     task.context = trace.set_span_in_context(task.span, parent)
     task.token = otel_context.attach(task.context)
-    _stack.set(_stack.get() + (task,))
+    _stack.set((*_stack.get(), task))
 
 
 def _deactivate(task: OpenTask) -> None:
