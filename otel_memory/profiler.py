@@ -275,7 +275,20 @@ class Profiler:
         return census
 
     def _log(self, census: HeapCensus) -> None:
-        self.logger.info(format_snapshot(census, self.top_n))
+        """The block, at INFO, to the logger's handlers whatever the loggers' levels.
+
+        Profiling was switched on in the configuration: a host whose root logger stays at the
+        default WARNING must still get the snapshots its handlers would show (filters and handler
+        levels still apply; the host's levels are never changed).
+        """
+        logger = self.logger
+        if logger.disabled:
+            return
+        record = logger.makeRecord(
+            logger.name, logging.INFO, __file__, 0, format_snapshot(census, self.top_n),
+            (), None, "snapshot",
+        )
+        logger.handle(record)
 
     def _notify(self, census: HeapCensus) -> None:
         with self._lock:

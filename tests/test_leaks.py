@@ -524,3 +524,27 @@ def test_a_failing_snapshot_does_not_kill_the_thread(caplog):
         finally:
             profiler.close()
     assert any("memory snapshot failed" in r.getMessage() for r in caplog.records)
+
+
+def test_the_snapshot_reaches_the_hosts_handlers_with_the_root_logger_at_warning():
+    # GIVEN a host that configured logging the usual way and left the root level at WARNING
+    import io
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    try:
+        # WHEN profiling (switched on in the config) takes a snapshot
+        from otel_memory.config import config_from_dict
+        from otel_memory.profiler import Profiler
+
+        config = config_from_dict({"general": {"monitoring": {"memory_profiling": {"enabled": True}}}})
+        Profiler(config).snapshot()
+    finally:
+        root.removeHandler(handler)
+    # THEN the block reached the host's handler, and the host's levels are as they were
+    assert "Memory Snapshot" in stream.getvalue()
+    assert root.level == logging.WARNING
+    assert logging.getLogger("memory_profiler").level == logging.NOTSET
