@@ -344,6 +344,26 @@ class OTLPReceiver:
                             )
         return found
 
+    def histogram_exemplars(self, name: str) -> list[tuple[dict[str, object], str, str]]:
+        """``(point attributes, exemplar trace id hex, span id hex)`` of histogram ``name``."""
+        found: list[tuple[dict[str, object], str, str]] = []
+        for _, request in self._store.snapshot("metrics"):
+            for resource_metrics in request.resource_metrics:
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for metric in scope_metrics.metrics:
+                        if metric.name != name or metric.WhichOneof("data") != "histogram":
+                            continue
+                        for point in metric.histogram.data_points:
+                            for exemplar in point.exemplars:
+                                found.append(
+                                    (
+                                        attributes(point.attributes),
+                                        exemplar.trace_id.hex(),
+                                        exemplar.span_id.hex(),
+                                    )
+                                )
+        return found
+
     def metric_names(self, scope: str | None = None) -> set[str]:
         """Names of every metric received (of instrumentation ``scope`` only, when given)."""
         names: set[str] = set()

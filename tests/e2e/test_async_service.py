@@ -179,3 +179,15 @@ def test_metrics_queried_by_alerts_and_dashboard_arrive(run):
     for source, names in prometheus_names_used().items():
         missing = names - received - NEEDS_A_LONGER_RUN
         assert not missing, f"{source} queries metrics the run did not export: {missing}"
+
+
+def test_task_histograms_carry_exemplars_that_link_to_the_task_spans(run):
+    receiver, _ = run
+    spans = {(s.trace_id, s.span_id): s for s in _task_spans(receiver)}
+    for histogram in ("otel_memory.task.rss.growth", "otel_memory.task.rss.retained"):
+        exemplars = receiver.histogram_exemplars(histogram)
+        assert exemplars, f"{histogram}: no exemplar reached the receiver"
+        for point_attributes, trace_id, span_id in exemplars:
+            span = spans.get((trace_id, span_id))
+            assert span is not None, (histogram, trace_id, span_id)  # links to a real task span
+            assert point_attributes["otel_memory.task.name"] == span.name
