@@ -77,9 +77,14 @@ def format_line(marker: Marker, name: str, reading: MemoryReading) -> str:
     return f"{format_timestamp(reading.timestamp)} {format_message(marker, name, reading)}"
 
 
+@functools.lru_cache(maxsize=4)
+def _file_name_of_second(second: int) -> str:
+    return f"memory_{time.strftime(FILE_DATE_FORMAT, time.localtime(second))}.log"
+
+
 def log_file_name(timestamp: float) -> str:
-    """``memory_YYYYMMDD.log`` for the local date of ``timestamp``."""
-    return f"memory_{time.strftime(FILE_DATE_FORMAT, time.localtime(timestamp))}.log"
+    """``memory_YYYYMMDD.log`` for the local date of ``timestamp`` (cached per second)."""
+    return _file_name_of_second(int(timestamp))
 
 
 _LINE_SOURCE = (
