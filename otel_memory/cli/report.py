@@ -22,8 +22,9 @@ from typing import Any
 
 from otel_memory.cli.options import add_analysis_arguments, exit_status, run_analysis
 from otel_memory.cli.output import write_output
+from otel_memory.cli.scan import naive_seconds
+from otel_memory.cli.schema import Analysis
 from otel_memory.cli.series import SERIES, Band, Bands, Downsampler
-from otel_memory.cli.stats import Analysis, naive_seconds
 from otel_memory.cli.tables import Table, analysis_tables
 from otel_memory.logline import TIMESTAMP_FORMAT
 
