@@ -59,6 +59,8 @@ OTEL_MEMORY_FREE_RATIO = "otel_memory.free_ratio"
 """Effective available / effective limit, 0..1."""
 OTEL_MEMORY_IDLE_TREND = "otel_memory.idle_trend"
 """Least-squares slope of RSS sampled while no task is open, bytes per hour."""
+OTEL_MEMORY_EVENTS_DROPPED = "otel_memory.events.dropped"
+"""Task lines dropped because the event queue was full (the daily-log disk fell far behind)."""
 OTEL_MEMORY_TASK_RSS_GROWTH = "otel_memory.task.rss.growth"
 """Per task run: max(0, peak - start) RSS, bytes (histogram)."""
 OTEL_MEMORY_TASK_RSS_RETAINED = "otel_memory.task.rss.retained"
@@ -84,6 +86,7 @@ METRIC_NAMES = (
     OTEL_MEMORY_AVAILABLE,
     OTEL_MEMORY_FREE_RATIO,
     OTEL_MEMORY_IDLE_TREND,
+    OTEL_MEMORY_EVENTS_DROPPED,
     OTEL_MEMORY_TASK_RSS_GROWTH,
     OTEL_MEMORY_TASK_RSS_RETAINED,
     PYTHON_HEAP_OBJECTS,
@@ -440,7 +443,7 @@ class MetricsHandle:
 @dataclass(frozen=True, slots=True)
 class _Instrument:
     name: str
-    kind: Literal["gauge", "updown"]
+    kind: Literal["gauge", "updown", "counter"]
     unit: str
     description: str
 
@@ -478,6 +481,10 @@ _INSTRUMENTS = {
         ),
         _Instrument(
             OTEL_MEMORY_IDLE_TREND, "gauge", "By/h", "Slope of RSS while no task is open."
+        ),
+        _Instrument(
+            OTEL_MEMORY_EVENTS_DROPPED, "counter", "{event}",
+            "Task lines dropped because the event queue was full.",
         ),
         _Instrument(
             PYTHON_COLLECTION_SIZE, "gauge", "{item}", "len() of each watched collection."
@@ -549,6 +556,7 @@ def install_metrics(
     profiler: Profiler | None = None,
     is_idle: Callable[[], bool] | None = None,
     take: Callable[[], HeapCensus] = take_census,
+    events_dropped: Callable[[], int] | None = None,
 ) -> MetricsHandle:
     """Register the instruments on meter ``otel_memory``; ``close()`` the returned handle to stop.
 
@@ -561,6 +569,8 @@ def install_metrics(
     previous handle.
     """
     handle = MetricsHandle(config, reading_source, profiler, is_idle, take)
+    if events_dropped is not None:
+        handle.callbacks[OTEL_MEMORY_EVENTS_DROPPED] = _count_callback(handle, events_dropped)
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
     meter = metrics.get_meter(METER_NAME, __version__, provider)
     with _slots_lock:
@@ -570,15 +580,24 @@ def install_metrics(
         for name in handle.callbacks:
             if name not in slot.registered:
                 spec = _INSTRUMENTS[name]
-                create = (
-                    meter.create_observable_up_down_counter
-                    if spec.kind == "updown"
-                    else meter.create_observable_gauge
-                )
+                create = {
+                    "updown": meter.create_observable_up_down_counter,
+                    "counter": meter.create_observable_counter,
+                    "gauge": meter.create_observable_gauge,
+                }[spec.kind]
                 create(name, [slot.dispatcher(name)], unit=spec.unit, description=spec.description)
                 slot.registered.add(name)
         handle.slot, slot.handle = slot, handle
     return handle
+
+
+def _count_callback(handle: MetricsHandle, count: Callable[[], int]) -> _Callback:
+    """A monotonic count's callback (``events_dropped``: the monitor's event pipeline)."""
+
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        return [] if handle.closed else [Observation(count())]
+
+    return callback
 
 
 def _clean_name(name: object) -> str:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry._logs import LoggerProvider
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from opentelemetry.util.types import AttributeValue
 
@@ -45,7 +45,6 @@ from otel_memory.profiler import start_profiler
 from otel_memory.readings import MB, MemoryReading, ReadingSource
 from otel_memory.runtime import Runtime, get_runtime
 from otel_memory.thresholds import Crossing, ThresholdGuard
-from otel_memory.version import __version__
 
 if TYPE_CHECKING:
     from otel_memory.deepcapture import AllocationReport
@@ -57,7 +56,6 @@ STOPPED = "Monitor Stopped"
 THRESHOLD_EVENT = "otel_memory.threshold"
 PREVIOUS_RUN_EVENT = "otel_memory.previous_run"
 ALLOCATIONS_EVENT = "otel_memory.allocations"
-EVENTS_DROPPED = "otel_memory.events.dropped"
 _FLUSH_TIMEOUT_MILLIS = 3000
 _RUN_STATE_PERIOD = 0.1
 
@@ -318,7 +316,6 @@ def _start_components(
         from otel_memory.deepcapture import DeepCapture  # noqa: PLC0415  # only when enabled
 
         rt.deep_capture = DeepCapture(round(deep.rss_growth_mb * MB), deep.top_n, deep.frames)
-    _register_dropped_counter(meter_provider)
 
     profiler = start_profiler(config, logger_provider=logger_provider)
     running.components.append(profiler)
@@ -329,6 +326,7 @@ def _start_components(
             reading_source=_RuntimeSource(rt),
             profiler=profiler if config.profiling.enabled else None,
             is_idle=lambda: not rt.open_tasks,
+            events_dropped=lambda: rt.events.dropped,
         )
     )
     if monitor.enabled:
@@ -359,24 +357,6 @@ class _RuntimeSource:
 
     def read_rss(self) -> int:
         return self._rt.source.read_rss()
-
-
-_dropped_registered: set[int] = set()
-
-
-def _register_dropped_counter(meter_provider: MeterProvider | None) -> None:
-    provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
-    if id(provider) in _dropped_registered:
-        return
-    _dropped_registered.add(id(provider))
-
-    def observe(options: CallbackOptions) -> list[Observation]:
-        return [Observation(_rt.events.dropped)]
-
-    meter = metrics.get_meter("otel_memory", __version__, provider)
-    meter.create_observable_counter(
-        EVENTS_DROPPED, [observe], unit="{event}", description="Memory events dropped: queue full."
-    )
 
 
 class _PeriodicLines:

@@ -170,3 +170,41 @@ def test_fork_loses_nothing_and_duplicates_nothing(tmp_path):
     assert names.count("parent after fork") == 2
     assert names.count(monitor.STARTED) == 1
     assert names.count(monitor.STOPPED) == 2  # the child's stop() and the parent's exit
+
+
+def test_dropped_lines_are_counted_and_exported(tmp_path):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    release = threading.Event()
+
+    def stalled_write(fd, data):
+        release.wait(10)
+        return os.write(fd, data)
+
+    otel_memory.start(
+        _config(tmp_path / "logs", export_logs="none"),
+        meter_provider=MeterProvider(metric_readers=[reader]),
+    )
+    events = get_runtime().events
+    events.set_sinks([DailyLogSink(DailyLogWriter(tmp_path / "logs", write=stalled_write))])
+    events.capacity = 50
+    for i in range(200):
+        with traced_task(f"t{i}"):
+            pass
+    dropped = events.dropped
+    points = [
+        p.value
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "otel_memory.events.dropped"
+        for p in m.data.data_points
+    ]
+    release.set()
+    otel_memory.stop()
+    assert dropped > 0
+    assert points == [dropped]
+    task_lines = [line for line in _lines(tmp_path / "logs") if "TASK" in line]
+    assert len(task_lines) + dropped == 400
