@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 OTHER_PYTHONS ?= 3.10 3.13
 PYENV_VERSIONS ?= $(HOME)/.pyenv/versions
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all test-other-pythons lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest --memray tests/test_census_memray.py
 
 ## Everything `test` runs, then the unit suite (no end-to-end tests) on each of OTHER_PYTHONS.
-test-all: test $(OTHER_PYTHONS:%=test-python%)
+test-all: test test-other-pythons
+
+test-other-pythons: $(OTHER_PYTHONS:%=test-python%)
 
 # The venvs are kept between runs (make would otherwise delete them as intermediates).
 .PRECIOUS: .venv-%/.installed
