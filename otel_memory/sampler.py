@@ -109,6 +109,7 @@ class PeakSampler:
                 idle_since = None
                 continue
             self._wakeup.wait(self.interval)
+            self._wakeup.clear()  # a wake that arrived meanwhile must not make the next wait spin
 
 
 def sample(runtime: Runtime) -> None:

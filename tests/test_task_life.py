@@ -308,3 +308,18 @@ def test_any_clear_argument_still_ends_the_task_and_writes_end(kwargs, span_expo
     lines = [parse_line(line) for p in log_dir.glob("memory_*.log") for line in p.open()]
     assert all(lines)
     assert [line.marker.short for line in lines] == ["CHECK", "START", "END", "CHECK"]
+
+
+def test_the_sampler_blocks_when_idle_and_ticks_at_its_interval_after_waking(monkeypatch):
+    from otel_memory import sampler as sampler_module
+
+    monkeypatch.setattr(sampler_module, "IDLE_GRACE_SECONDS", 0.2)
+    sampler = get_runtime().sampler
+    with traced_task("first"):
+        time.sleep(0.15)
+    time.sleep(0.6)  # past the grace: the thread blocks until the next task
+    assert sampler._blocked
+    ticks = sampler.ticks
+    with traced_task("after waking"):
+        time.sleep(1.0)
+    assert 5 <= sampler.ticks - ticks <= 15  # about one tick per 100 ms, never a busy loop
