@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from opentelemetry.util.types import AttributeValue
 
+from otel_memory.diagnostics import WarnOnce
+
 ALLOCATIONS_EVENT = "otel_memory.allocations"
 SITES = "otel_memory.allocation.sites"
 BYTES = "otel_memory.allocation.bytes"
@@ -106,7 +108,7 @@ class DeepCapture:
         self._holds = 0
         self._started_tracing = False
         self._failure: Exception | None = None  # from under the lock, logged once outside it
-        self._warned = False
+        self._warn_once = WarnOnce(_log)
 
     # ------------------------------------------------------------------ the three hooks
 
@@ -261,9 +263,7 @@ class DeepCapture:
         )
 
     def _warn(self, exc: BaseException) -> None:
-        if not self._warned:
-            self._warned = True
-            _log.warning("otel_memory: deep capture failed: %r", exc)
+        self._warn_once("capture", "otel_memory: deep capture failed: %r", exc)
 
 
 def _site(traceback: tracemalloc.Traceback) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import socket
@@ -36,6 +35,7 @@ from typing import Any
 import psutil
 
 from otel_memory.limits import CgroupMemory, read_oom_kill
+from otel_memory.runtime import get_runtime
 
 __all__ = ["STATE_DIR", "DeadRun", "RunState", "claim_dead_runs"]
 
@@ -46,9 +46,6 @@ _RECORD_SIZE = 4096  # one page: a pwrite of it is never seen half-done after a 
 _TASK_CHARS = 256
 _OOM_REFRESH_SECONDS = 1.0
 _FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-_logger = logging.getLogger("otel_memory")
-_warned_dirs: set[str] = set()
-_warned_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -379,11 +376,8 @@ class RunState:
         self._fd, self._oom = -1, []
 
     def _warn_once(self, exc: BaseException) -> None:
-        with _warned_lock:
-            if self._dir.path in _warned_dirs:
-                return
-            _warned_dirs.add(self._dir.path)
-        _logger.warning(
+        get_runtime().warn_once(
+            f"run state {self._dir.path}",
             "otel-memory cannot keep run state in %s (%s); a run that dies will not be reported",
             self._dir.path,
             exc,

@@ -38,6 +38,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from otel_memory import watched
 from otel_memory.census import OTHER, ClassStats, HeapCensus, take_census
 from otel_memory.config import Config
+from otel_memory.diagnostics import WarnOnce
 from otel_memory.profiler import Profiler
 from otel_memory.readings import MB, MemoryReading, ReadingSource, get_reading_source
 from otel_memory.trend import slope_per_hour
@@ -273,7 +274,7 @@ class MetricsHandle:
         self._profiler = profiler
         self._is_idle = is_idle
         self._closed = threading.Event()
-        self._warned: set[str] = set()
+        self._warn_once = WarnOnce(_log)
         self.idle_trend = _IdleSamples()
         self.classes = StableClasses(config.profiling.top_n_classes)
         self.readings: PerCycle[MemoryReading | None] = PerCycle(self._read)
@@ -325,11 +326,6 @@ class MetricsHandle:
                 self.slot.handle = None
         if self._profiler is not None:
             self._profiler.remove_listener(self.censuses.offer)
-
-    def _warn_once(self, key: str, message: str, *args: object) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            _log.warning(message, *args)
 
     def _read(self) -> MemoryReading | None:
         """One reading for the cycle (and an idle-trend sample when no task is open)."""
@@ -637,7 +633,7 @@ class TaskHistograms:
         self.max_names = max_names
         self._names: set[str] = set()
         self._lock = threading.Lock()
-        self._failed = False
+        self._warn_once = WarnOnce(_log)
 
     def _attribute(self, name: str) -> str:
         with self._lock:
@@ -658,6 +654,4 @@ class TaskHistograms:
             self.growth.record(max(0, int(growth)), attributes, context=context)
             self.retained.record(max(0, int(retained)), attributes, context=context)
         except Exception as exc:  # instrumentation never raises into the host
-            if not self._failed:
-                self._failed = True
-                _log.warning("otel_memory: task histograms skipped: %r", exc)
+            self._warn_once("record", "otel_memory: task histograms skipped: %r", exc)

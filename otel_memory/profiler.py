@@ -51,6 +51,7 @@ from opentelemetry._logs import LoggerProvider
 
 from otel_memory.census import HeapCensus, take_census
 from otel_memory.config import Config
+from otel_memory.diagnostics import WarnOnce
 from otel_memory.leaks import PROFILER_LOGGER, LeakDetector, report_suspect
 from otel_memory.readings import MB
 
@@ -143,7 +144,7 @@ class Profiler:
         self._census_lock = threading.Lock()  # one census and one detector update at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._failed = False
+        self._warn_once = WarnOnce(_log)
         # SimpleQueue.put is reentrant (C, no Python lock): safe from inside a gc callback.
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._wake_pending = False
@@ -224,9 +225,7 @@ class Profiler:
                 try:
                     self._step(time.monotonic() >= next_tick)
                 except Exception as exc:  # the thread must outlive one bad snapshot
-                    if not self._failed:
-                        self._failed = True
-                        _log.warning("otel_memory: memory snapshot failed: %r", exc)
+                    self._warn_once("snapshot", "otel_memory: memory snapshot failed: %r", exc)
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = max(next_tick + self.interval, now)  # late: no burst of ticks
