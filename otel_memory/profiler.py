@@ -76,9 +76,11 @@ def format_snapshot(census: HeapCensus, top_n: int) -> str:
 
 
 FRESH_ALLOCATIONS = 2_000
-"""Net allocations of tracked objects since the last full collection below which a census
-still counts as taken right after it. A busy host (or one with automatic collection off) may
-have piled up new garbage by the time the thread runs: that census waits for the next one."""
+"""With automatic collection off, the net allocations of tracked objects since the last full
+collection below which a census still counts as taken right after it: garbage piles up without
+bound until the host collects again, so a census the thread takes late waits for the next one.
+With collection on, young garbage is bounded by the generation thresholds and swings, which the
+detector's sustained-growth rule already absorbs."""
 
 
 def _allocated_since_full_collection() -> int:
@@ -238,7 +240,7 @@ class Profiler:
         if (
             full > self._trend_full
             and time.monotonic() - self._trend_at >= TREND_GAP * self.interval
-            and _allocated_since_full_collection() <= FRESH_ALLOCATIONS
+            and (gc.isenabled() or _allocated_since_full_collection() <= FRESH_ALLOCATIONS)
         ):
             self._notify(self._census(trend=True, full=full))
         if tick:

@@ -68,6 +68,7 @@ OUR_PROMETHEUS_NAMES = {
     "otel_memory_available_bytes",
     "otel_memory_free_ratio",
     "otel_memory_idle_trend_bytes_per_hour",
+    "otel_memory_events_dropped_total",
     "otel_memory_task_rss_growth_bytes",
     "otel_memory_task_rss_retained_bytes",
     "python_heap_objects",
