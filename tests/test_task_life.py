@@ -162,9 +162,12 @@ def test_seed_003_sequence_three_times_leaves_nothing_open(span_exporter, tmp_pa
     assert ends == ["Nations Dump Complete"] * 3  # replaced tasks write no END line
 
 
-def _wait_until_no_task_open(timeout: float = 3.0) -> None:
+def _wait_until_ended(exporter, timeout: float = 3.0) -> None:
+    """Until the sampler has ended every open task and their spans are exported."""
     deadline = time.monotonic() + timeout
-    while get_runtime().open_tasks and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (
+        get_runtime().open_tasks or not exporter.get_finished_spans()
+    ):
         time.sleep(0.02)
 
 
@@ -172,7 +175,7 @@ def test_a_thread_that_finished_with_its_task_open_gets_it_ended(span_exporter):
     thread = threading.Thread(target=set_active_task, args=("forgotten in a thread",))
     thread.start()
     thread.join()
-    _wait_until_no_task_open()
+    _wait_until_ended(span_exporter)
     span = _only_span(span_exporter, "forgotten in a thread")
     assert span.attributes[attr.TASK_END_REASON] == "owner_finished"
     assert len(get_runtime().open_tasks) == 0
@@ -185,7 +188,9 @@ async def test_an_asyncio_task_that_finished_with_its_task_open_gets_it_ended(sp
     await asyncio.create_task(handler())
     clear_active_task("not mine")  # another asyncio task's legacy task: a no-op here
     deadline = time.monotonic() + 3
-    while get_runtime().open_tasks and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (
+        get_runtime().open_tasks or not span_exporter.get_finished_spans()
+    ):
         await asyncio.sleep(0.02)
     span = _only_span(span_exporter, "forgotten in a coroutine")
     assert span.attributes[attr.TASK_END_REASON] == "owner_finished"
@@ -208,7 +213,7 @@ def test_set_in_one_thread_and_cleared_in_another_ends_once(span_exporter):
     assert len(get_runtime().open_tasks) == 1
     done.set()
     thread.join()
-    _wait_until_no_task_open()
+    _wait_until_ended(span_exporter)
     (span,) = span_exporter.get_finished_spans()
     assert span.attributes[attr.TASK_END_REASON] == "owner_finished"
 
