@@ -123,8 +123,14 @@ def full_collection_then_trend(profiler: Profiler) -> None:
     profiler's census right after it. The package never calls gc.collect() itself."""
     before = profiler.stats.trend_censuses
     time.sleep(TICK)  # trend censuses are at least 0.9 interval apart
-    gc.collect()
-    wait_until(lambda: profiler.stats.trend_censuses > before)
+    for _ in range(4):  # a loaded machine may miss one: the host collects again, as hosts do
+        gc.collect()
+        try:
+            wait_until(lambda: profiler.stats.trend_censuses > before, timeout=5)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"no trend census after 4 full collections: {profiler.stats}")
 
 
 # ------------------------------------------------------------------- the rules, exact numbers
