@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 OTHER_PYTHONS ?= 3.10 3.13
 PYENV_VERSIONS ?= $(HOME)/.pyenv/versions
 
-.PHONY: install demo test test-all test-other-pythons lint bench clean
+.PHONY: install demo test test-all test-other-pythons lint bench bench-all clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+
+## Every benchmark: task overhead, the guard, the census, a whole asyncio service (about 10 min).
+bench-all: bench
+	$(BIN)/python benchmarks/guard.py
+	$(BIN)/python benchmarks/census.py
+	$(BIN)/python benchmarks/whole_app.py
 
 clean:
 	rm -rf $(VENV) $(OTHER_PYTHONS:%=.venv-%) logs .pytest_cache .mypy_cache .ruff_cache
