@@ -12,14 +12,12 @@ the gauges all read through a :class:`ReadingSource`, which tests replace::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import psutil
 
@@ -32,9 +30,9 @@ MB = 1024 * 1024
 """One megabyte as the daily log counts it: 1,048,576 bytes."""
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryReading:
-    """One look at process and system memory.
+class MemoryReading(NamedTuple):
+    """One look at process and system memory (immutable; a named tuple because every task takes
+    two and a tuple is built four times faster than a frozen dataclass).
 
     Args:
         timestamp: seconds since the epoch when the reading was taken.
@@ -60,7 +58,7 @@ class MemoryReading:
 
     def with_rss(self, rss: int, timestamp: float) -> MemoryReading:
         """This reading with a newer RSS sample (the sampler's view between full readings)."""
-        return dataclasses.replace(self, rss=rss, timestamp=timestamp)
+        return self._replace(rss=rss, timestamp=timestamp)
 
     @property
     def free_ratio(self) -> float:
