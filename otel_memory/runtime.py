@@ -21,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer, TracerProvider
 
 from otel_memory.diagnostics import WarnOnce
-from otel_memory.events import EventPipeline
+from otel_memory.events import DEFAULT_CAPACITY, DEFAULT_PERIOD, EventPipeline
 from otel_memory.readings import MemoryReading, PsutilReadingSource, ReadingSource
 from otel_memory.sampler import DEFAULT_INTERVAL_SECONDS, PeakSampler
 from otel_memory.version import __version__
@@ -157,6 +157,8 @@ class Runtime:
         self.sampler.interval = DEFAULT_INTERVAL_SECONDS
         self.events.close()
         self.events.dropped = 0
+        self.events.capacity = DEFAULT_CAPACITY
+        self.events.period = DEFAULT_PERIOD
         self.set_reading_source(None)
         self.set_tracer_provider(None)
         self.on_reading = None
