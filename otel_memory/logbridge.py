@@ -19,13 +19,10 @@ from opentelemetry import _logs, trace
 from opentelemetry._logs import LoggerProvider, SeverityNumber
 
 from otel_memory import attributes as attr
+from otel_memory.config import ExportLogs
 from otel_memory.events import Event, LineEvent, Notice
 from otel_memory.logline import Marker, format_line
 from otel_memory.version import __version__
-
-EXPORT_EVENTS = "events"
-EXPORT_ALL = "all"
-EXPORT_NONE = "none"
 
 
 def severity(levelno: int) -> SeverityNumber:
@@ -45,19 +42,19 @@ class OTelLogSink:
     """The event pipeline's sink for OTLP logs.
 
     Args:
-        mode: ``events`` or ``all`` (see the module docstring).
+        mode: :attr:`ExportLogs.EVENTS` or :attr:`ExportLogs.ALL` (see the module docstring).
         logger_provider: defaults to the global provider (followed once it is set).
     """
 
     def __init__(
-        self, mode: str = EXPORT_EVENTS, logger_provider: LoggerProvider | None = None
+        self, mode: ExportLogs = ExportLogs.EVENTS, logger_provider: LoggerProvider | None = None
     ) -> None:
         self.mode = mode
         self._logger = _logs.get_logger("otel_memory", __version__, logger_provider=logger_provider)
 
     def write(self, batch: Sequence[Event]) -> None:
         """Emit one record per exported event."""
-        every_line = self.mode == EXPORT_ALL
+        every_line = self.mode is ExportLogs.ALL
         observed = time.time_ns()
         for event in batch:
             if isinstance(event, Notice):

@@ -307,7 +307,7 @@ def _start_components(
             sinks.append(_RunStateSink(running.run_state))
             rt.on_sample = _RunStateSampler(running.run_state)
     if monitor.export_logs is not ExportLogs.NONE:
-        sinks.append(OTelLogSink(monitor.export_logs.value, logger_provider))
+        sinks.append(OTelLogSink(monitor.export_logs, logger_provider))
     sinks.append(_HistogramSink(TaskHistograms(meter_provider)))
     rt.events.set_sinks(sinks)
     rt.on_reading = _ThresholdListener(ThresholdGuard(monitor.thresholds))
@@ -323,7 +323,6 @@ def _start_components(
         install_metrics(
             config,
             meter_provider=meter_provider,
-            reading_source=_RuntimeSource(rt),
             profiler=profiler if config.profiling.enabled else None,
             is_idle=lambda: not rt.open_tasks,
             events_dropped=lambda: rt.events.dropped,
@@ -344,19 +343,6 @@ def _open_run_state(rt: Runtime, log_dir: str) -> RunState | None:
     except Exception as exc:  # an unusable log_dir: the daily log reports it too
         rt.warn_once("run state", "otel_memory: previous-run detection off: %r", exc)
         return None
-
-
-class _RuntimeSource:
-    """The runtime's current reading source, looked up on every call (the gauges' source)."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self._rt = rt
-
-    def read(self) -> MemoryReading:
-        return self._rt.source.read()
-
-    def read_rss(self) -> int:
-        return self._rt.source.read_rss()
 
 
 class _PeriodicLines:

@@ -14,7 +14,7 @@ and ``stop()`` puts it back; :meth:`Runtime.reset` does both for tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry import trace
@@ -76,9 +76,6 @@ class OpenTasks:
         """Raise the peak of every open task to ``rss`` where it is higher."""
         for task in list(self._tasks.values()):
             task.peak_rss = max(task.peak_rss, rss)
-
-    def __iter__(self) -> Iterator[OpenTask]:
-        return iter(self.snapshot())
 
     def __len__(self) -> int:
         return len(self._tasks)

@@ -98,3 +98,20 @@ def _line_of(text: str) -> int:
             if text in line and "ALLOCATING LINE" in line:
                 return number
     raise AssertionError(text)
+
+
+def test_threshold_events_reach_the_otel_memory_logger(tmp_path, caplog):
+    # Users route events with logging: the pipeline's thread hands them to the logger too.
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="otel_memory")
+    rss_mb = PsutilReadingSource().read().rss / MB
+    _start(tmp_path, thresholds={"rss_warning_mb": round(rss_mb + 60),
+                                 "rss_critical_mb": round(rss_mb + 10_000)})
+    with traced_task("Nations Dump Processing"):
+        _hold(150, 0.3)
+    otel_memory.stop()
+    records = [r for r in caplog.records if getattr(r, "event_name", None) == monitor.THRESHOLD_EVENT]
+    assert len(records) == 1
+    assert records[0].levelno == logging.WARNING
+    assert getattr(records[0], "otel_memory.threshold.name") == "rss_warning"
