@@ -41,7 +41,9 @@ class MemoryReading(NamedTuple):
         system_available: effective available, bytes: the host's ``MemAvailable``, capped by
             the room left under the cgroup limit when one applies (SPEC: Memory limit).
         system_total: the effective limit, bytes: host ``MemTotal`` or a smaller cgroup limit.
-        rss_high_water: the process's lifetime peak RSS in bytes, where the OS reports it.
+        rss_high_water: the process's lifetime peak RSS in bytes, when the source took it
+            (:class:`PsutilReadingSource` leaves it out of task readings: one system call per
+            task boundary; the peak sampler reads it instead, see ``read_high_water``).
         host_available: the host's own ``MemAvailable`` in bytes (None: same as
             ``system_available``); the ``system.memory.linux.available`` metric reports it.
         limit_source: where ``system_total`` comes from: ``host``, ``cgroup_v2`` or ``cgroup_v1``.
@@ -80,6 +82,14 @@ class ReadingSource(Protocol):
 
     def read_rss(self) -> int:
         """Only the RSS, as cheaply as the platform allows (the peak sampler's hot path)."""
+        ...
+
+
+class HighWaterSource(Protocol):
+    """A source that also knows the process's lifetime peak RSS (optional for sources)."""
+
+    def read_high_water(self) -> int | None:
+        """The lifetime peak RSS in bytes, or None where the platform does not say."""
         ...
 
 
@@ -170,7 +180,10 @@ class PsutilReadingSource:
     (``statm`` RSS/VMS, ``MemAvailable``/``MemTotal``) are read directly, about 5x faster. The
     system side (``MemAvailable`` and the cgroup's room) changes slowly and costs as much as the
     process side, so it is reused for ``system_ttl`` seconds: a burst of short tasks pays one
-    ``pread`` of ``statm`` per reading.
+    ``pread`` of ``statm`` per reading. The lifetime high-water mark (``getrusage``) is not part
+    of a reading: a second system call per task boundary costs more than the whole reading on
+    machines with speculative-execution mitigations; the peak sampler reads it with
+    :meth:`read_high_water` instead.
 
     Args:
         pid: another process to read (default: this one).
@@ -222,7 +235,7 @@ class PsutilReadingSource:
         return self._system
 
     def read(self) -> MemoryReading:
-        """Take one reading of process and system memory."""
+        """Take one reading of process and system memory (one ``pread`` on Linux)."""
         if self._proc is not None:
             rss, vms = self._proc.rss_vms()
         else:
@@ -232,16 +245,11 @@ class PsutilReadingSource:
         now = time.monotonic()
         system = self._system if now < self._system_until else self._read_system(now)
         available, total, source, host_available = system
-        return MemoryReading(
-            self._clock(),
-            rss,
-            vms,
-            available,
-            total,
-            _max_rss_bytes() if self._own_process else None,
-            host_available,
-            source,
-        )
+        return MemoryReading(self._clock(), rss, vms, available, total, None, host_available, source)
+
+    def read_high_water(self) -> int | None:
+        """The process's lifetime peak RSS (``getrusage``), or None for another process."""
+        return _max_rss_bytes() if self._own_process else None
 
     def read_rss(self) -> int:
         """Only the process RSS."""

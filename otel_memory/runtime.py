@@ -75,7 +75,16 @@ class OpenTasks:
     def record_rss(self, rss: int) -> None:
         """Raise the peak of every open task to ``rss`` where it is higher."""
         for task in list(self._tasks.values()):
-            task.peak_rss = max(task.peak_rss, rss)
+            if task.peak_rss < rss:
+                task.peak_rss = rss
+
+    def record_high_water(self, high_water: int, opened_before_tick: int) -> None:
+        """A new lifetime high was reached after sampler tick ``opened_before_tick`` began:
+        raise the peak of every task that was already open then (``task.tick`` is the number
+        of ticks begun when it opened), and of no other, to ``high_water``."""
+        for task in list(self._tasks.values()):
+            if task.tick < opened_before_tick and task.peak_rss < high_water:
+                task.peak_rss = high_water
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -106,6 +115,8 @@ class Runtime:
         self.sampler = PeakSampler(self)
         self.last_reading: MemoryReading | None = None
         """The latest full reading (the sampler pairs it with fresh RSS samples)."""
+        self.high_water: int | None = None
+        """The process's lifetime peak RSS at the sampler's latest tick, where known."""
         self.on_reading: ReadingListener | None = None
         """Called with every reading the monitor takes (the threshold guard), or None."""
         self.on_sample: Callable[[int], None] | None = None
@@ -161,6 +172,7 @@ class Runtime:
         self.on_reading = None
         self.on_sample = None
         self.last_reading = None
+        self.high_water = None
         self.deep_capture = None
         self.monitor = None
         self.warn_once.reset()

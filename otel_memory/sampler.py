@@ -112,6 +112,23 @@ class PeakSampler:
             self._wakeup.clear()  # a wake that arrived meanwhile must not make the next wait spin
 
 
+def _record_high_water(runtime: Runtime) -> None:
+    """Give a new lifetime high (``getrusage``) to the tasks that were open before it was reached.
+
+    Tick ``n`` sees the high-water mark rise since tick ``n - 1`` read it: the new high came
+    after tick ``n - 1`` began, so it belongs to every task opened before that (those with
+    ``task.tick < n - 1``), and to no task that may have opened after it. This catches a spike
+    shorter than the sampling interval, exactly, when it is a new process high.
+    """
+    read_high_water = getattr(runtime.source, "read_high_water", None)
+    if read_high_water is None:
+        return
+    high_water = read_high_water()
+    previous, runtime.high_water = runtime.high_water, high_water
+    if high_water is not None and previous is not None and high_water > previous:
+        runtime.open_tasks.record_high_water(high_water, runtime.sampler.ticks - 1)
+
+
 def sample(runtime: Runtime) -> None:
     """One tick: peaks, thresholds and deep capture from one RSS sample; reap orphaned tasks."""
     from otel_memory import tasks  # noqa: PLC0415  # tasks import the sampler: a cycle
@@ -123,6 +140,7 @@ def sample(runtime: Runtime) -> None:
         rss = None
     if rss is not None:
         runtime.open_tasks.record_rss(rss)
+        _record_high_water(runtime)
         last = runtime.last_reading
         listener = runtime.on_reading
         if listener is not None and last is not None:

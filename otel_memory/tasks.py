@@ -69,8 +69,9 @@ class OpenTask:
     """A task between its start and its end.
 
     ``owner`` is the asyncio task or thread that opened it (None: a generator's task, which
-    lives as long as the generator); ``context`` is the OpenTelemetry context it made current,
-    ``parent_context`` the one that was current before.
+    lives as long as the generator); ``tick`` the number of sampler ticks begun when it opened;
+    ``context`` is the OpenTelemetry context it made current, ``parent_context`` the one that
+    was current before.
     """
 
     name: str
@@ -79,6 +80,7 @@ class OpenTask:
     owner: object
     opener: object
     peak_rss: int = 0
+    tick: int = 0
     parent_context: Context | None = None
     context: Context | None = None
     token: object = None
@@ -146,7 +148,8 @@ def _begin(name: str, opener: object, owner: object, parent: Context | None = No
         }
     span = rt.tracer.start_span(name, parent, SpanKind.INTERNAL, attributes)
     task = OpenTask(
-        name, span, reading, owner, opener, reading.rss if reading is not None else 0
+        name, span, reading, owner, opener, reading.rss if reading is not None else 0,
+        rt.sampler.ticks,
     )
     if rt.open_tasks.add(task):
         rt.sampler.wake()
@@ -159,7 +162,8 @@ def _begin(name: str, opener: object, owner: object, parent: Context | None = No
 
 
 def _peak(task: OpenTask, end: MemoryReading) -> int:
-    """Highest RSS while the task ran: samples, start, end, and the OS high-water mark."""
+    """Highest RSS while the task ran: samples (and the high-water marks the sampler gave it),
+    start and end; a source whose readings carry the high-water mark gives it exactly."""
     start = task.start
     peak = max(task.peak_rss, end.rss)
     if (

@@ -50,6 +50,7 @@ class FakeReadingSource:
 
     ``read_rss`` (the peak sampler's call) takes from ``rss_samples`` while any are left, else
     repeats the RSS of the last reading, so samplers never consume the scripted readings.
+    ``high_water`` is what ``read_high_water`` reports (the lifetime peak the sampler reads).
     ``fail_with`` makes every call raise that exception (to test that errors never escape).
     """
 
@@ -64,6 +65,7 @@ class FakeReadingSource:
         self._lock = threading.Lock()
         self.fail_with = fail_with
         self.calls = 0
+        self.high_water: int | None = None
 
     def push(self, *readings: MemoryReading) -> None:
         """Queue more readings after the current ones."""
@@ -92,3 +94,7 @@ class FakeReadingSource:
             if not self._readings:
                 return reading().rss
             return self._readings[max(0, min(self._index, len(self._readings)) - 1)].rss
+
+    def read_high_water(self) -> int | None:
+        """The scripted lifetime peak RSS (``high_water``)."""
+        return self.high_water

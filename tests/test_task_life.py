@@ -328,3 +328,70 @@ def test_the_sampler_blocks_when_idle_and_ticks_at_its_interval_after_waking(mon
     with traced_task("after waking"):
         time.sleep(1.0)
     assert 5 <= sampler.ticks - ticks <= 15  # about one tick per 100 ms, never a busy loop
+
+
+# --------------------------------------------------------------------------- high-water mark
+
+
+class _SamplesMissEverything:
+    """The real source, except that RSS samples never see a spike (they repeat ``rss``):
+    only the real ``getrusage`` high-water mark, read by the real sampler thread, can."""
+
+    def __init__(self, rss: int) -> None:
+        from otel_memory.readings import PsutilReadingSource
+
+        self._real = PsutilReadingSource()
+        self.rss = rss
+
+    def read(self):
+        return self._real.read()
+
+    def read_rss(self) -> int:
+        return self.rss
+
+    def read_high_water(self):
+        return self._real.read_high_water()
+
+
+def test_a_new_process_high_between_samples_is_the_peak_of_the_task_open_across_it(
+    span_exporter,
+):
+    rt = get_runtime()
+    real = _SamplesMissEverything(0)
+    high_water = real.read_high_water()
+    real.rss = real.read().rss
+    rt.set_reading_source(real)
+    rt.sampler.interval = 0.05
+    size = high_water - real.rss + 150 * MB  # a new lifetime high by about 150 MB
+    with traced_task("new high"):
+        ticks = rt.sampler.ticks
+        while rt.sampler.ticks < ticks + 2:
+            time.sleep(0.01)
+        block = _touch(size)
+        del block
+        gc.collect()
+        ticks = rt.sampler.ticks
+        while rt.sampler.ticks < ticks + 2:  # the real thread reads getrusage
+            time.sleep(0.01)
+    span = _only_span(span_exporter, "new high")
+    assert span.attributes[attr.RSS_PEAK] >= high_water + 140 * MB
+
+
+def test_a_high_reached_before_a_task_opened_is_not_its_peak(span_exporter, fake_source):
+    from otel_memory.testing import reading
+
+    rt = get_runtime()
+    rt.sampler.interval = 3600  # the thread ticks once when it starts; the test ticks by hand
+    fake_source.push(reading(rss_mb=100))
+    fake_source.high_water = 500 * MB
+    with traced_task("open across the high"):
+        while rt.sampler.ticks < 1:
+            time.sleep(0.01)
+        rt.sampler.sample_now()
+        fake_source.high_water = 800 * MB  # reached now, after the tick above read 500
+        with traced_task("opened after the high"):
+            rt.sampler.sample_now()  # sees 800 > 500
+    across = _only_span(span_exporter, "open across the high")
+    after = _only_span(span_exporter, "opened after the high")
+    assert across.attributes[attr.RSS_PEAK] == 800 * MB
+    assert after.attributes[attr.RSS_PEAK] == 100 * MB
