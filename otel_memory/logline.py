@@ -55,10 +55,24 @@ def sanitize_name(name: str) -> str:
 def format_message(marker: Marker, name: str, reading: MemoryReading) -> str:
     """The line without its timestamp: marker, bracketed name and the four numbers."""
     return (
-        f"{marker.value} [{sanitize_name(name)}] | RSS: {reading.rss / MB:6.1f} MB"
-        f" | VMS: {reading.vms / MB:6.1f} MB"
-        f" | System Available: {reading.system_available / MB:6.1f} MB"
-        f" ({reading.free_ratio * 100:.1f}% free)"
+        f"{_head(marker, name)}{reading.rss / MB:6.1f}"
+        f"{_tail(reading.vms, reading.system_available, reading.free_ratio)}"
+    )
+
+
+# The events thread formats two lines per task. Only the RSS changes from line to line in a
+# burst: the name repeats, VMS rarely moves and the system side is a reading reused for 10 ms
+# (readings.PsutilReadingSource), so those parts are formatted once and looked up after.
+@functools.lru_cache(maxsize=1024)
+def _head(marker: Marker, name: str) -> str:
+    return f"{marker.value} [{sanitize_name(name)}] | RSS: "
+
+
+@functools.lru_cache(maxsize=64)
+def _tail(vms: int, system_available: int, free_ratio: float) -> str:
+    return (
+        f" MB | VMS: {vms / MB:6.1f} MB | System Available: {system_available / MB:6.1f} MB"
+        f" ({free_ratio * 100:.1f}% free)"
     )
 
 

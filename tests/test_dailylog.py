@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ import pytest
 from otel_memory.dailylog import DailyLogSink, DailyLogWriter
 from otel_memory.events import EventPipeline, LineEvent
 from otel_memory.logline import LINE_PATTERN, Marker, format_line, parse_line
-from otel_memory.readings import PsutilReadingSource
+from otel_memory.readings import MB, MemoryReading, PsutilReadingSource
 from otel_memory.testing import ManualClock, reading
 
 SEED_LINES = [
@@ -72,6 +73,58 @@ def test_seed_lines_match_the_pattern_and_parse(line):
     parsed = parse_line(line)
     assert parsed is not None
     assert f"{parsed.rss_mb:6.1f}" in line
+
+
+def v01_line(marker: Marker, name: str, r: MemoryReading) -> str:
+    """The line as v0.1 wrote it: one uncached strftime and four formatted numbers per line."""
+    name = name.translate({ord(c): " " for c in "\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+    free = r.system_available / r.system_total if r.system_total else 0.0
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.timestamp))} "
+        f"{marker.value} [{name.replace(']', ')')}] | RSS: {r.rss / MB:6.1f} MB"
+        f" | VMS: {r.vms / MB:6.1f} MB"
+        f" | System Available: {r.system_available / MB:6.1f} MB"
+        f" ({free * 100:.1f}% free)"
+    )
+
+
+def random_events(rng: random.Random, count: int) -> list[LineEvent]:
+    """Task lines as a busy process makes them: names, seconds and the system side repeat,
+    with numbers on the rounding edges, zero totals and the odd name mixed in."""
+    names = ["Nations Dump Download", "Idle", "a]b\nc", "ünïcødé ✓", "x" * 300, "", "t\u2028u"]
+    names += [f"job {i}" for i in range(40)]
+    edges = [0, 1, MB - 1, MB, 5 * MB // 100, round(0.05 * MB), round(0.15 * MB), 10**12]
+    base = time.mktime((2025, 11, 16, 23, 59, 0, 0, 0, -1))  # runs past local midnight
+    totals = [2048 * MB, 16 * 1024**3, 0, 3 * MB]
+    events = []
+    for _ in range(count):
+        def size() -> int:
+            return rng.choice(edges) if rng.random() < 0.2 else rng.randrange(0, 1 << 36)
+        second = base + rng.randrange(0, 120) if rng.random() < 0.9 else rng.uniform(0, 2e9)
+        total = rng.choice(totals) if rng.random() < 0.7 else size()
+        available = rng.choice([total // 2, total // 3, 0]) if rng.random() < 0.6 else size()
+        r = MemoryReading(second + rng.random(), size(), rng.choice([size(), 512 * MB]),
+                          available, total)
+        events.append(LineEvent(rng.choice(list(Marker)), rng.choice(names), r, None, None))
+    return events
+
+
+def test_lines_are_byte_identical_to_v01_for_random_readings_names_and_times(tmp_path):
+    # GIVEN 5,000 random lines, in batches as the events thread hands them to the sink
+    events = random_events(random.Random(20251116), 5000)
+    sink = DailyLogSink(DailyLogWriter(tmp_path))
+    for i in range(0, len(events), 700):
+        sink.write(events[i : i + 700])
+    sink.close()
+    # THEN every file holds exactly v0.1's lines, in order, each in the file of its local date
+    expected: dict[str, list[str]] = {}
+    for e in events:
+        day = time.strftime("%Y%m%d", time.localtime(e.reading.timestamp))
+        expected.setdefault(f"memory_{day}.log", []).append(v01_line(*e[:3]) + "\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(expected)
+    for file_name, lines in expected.items():
+        assert (tmp_path / file_name).read_bytes() == "".join(lines).encode("utf-8", "backslashreplace")
+    assert [format_line(*e[:3]) for e in events] == [v01_line(*e[:3]) for e in events]
 
 
 def test_names_are_sanitised_in_the_file_only():
