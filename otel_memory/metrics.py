@@ -632,17 +632,25 @@ class TaskHistograms:
         )
         self.max_names = max_names
         self._names: set[str] = set()
+        # The attributes of each admitted name, built once: the events thread records two
+        # histograms per task and the name repeats (bounded like the names themselves).
+        self._attributes: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self._warn_once = WarnOnce(_log)
 
-    def _attribute(self, name: str) -> str:
+    def _attributes_of(self, name: str) -> dict[str, str]:
+        attributes = self._attributes.get(name) if type(name) is str else None
+        if attributes is not None:
+            return attributes
+        cleaned = _clean_name(name)
         with self._lock:
-            if name in self._names:
-                return name
-            if len(self._names) < self.max_names:
-                self._names.add(name)
-                return name
-            return OTHER
+            if cleaned not in self._names and len(self._names) >= self.max_names:
+                return {ATTR_TASK_NAME: OTHER}
+            self._names.add(cleaned)
+            attributes = {ATTR_TASK_NAME: cleaned}
+            if cleaned == name:  # a name cleaning changed is not kept: one entry per admitted name
+                self._attributes[name] = attributes
+            return attributes
 
     def record(self, name: str, growth: int, retained: int, context: Context | None) -> None:
         """Record one task run; ``context`` (the task span's) lets exemplars link to the trace.
@@ -650,7 +658,7 @@ class TaskHistograms:
         Negative values count as 0. Never raises: a failure is logged once.
         """
         try:
-            attributes = {ATTR_TASK_NAME: self._attribute(_clean_name(name))}
+            attributes = self._attributes_of(name)
             self.growth.record(max(0, int(growth)), attributes, context=context)
             self.retained.record(max(0, int(retained)), attributes, context=context)
         except Exception as exc:  # instrumentation never raises into the host

@@ -191,8 +191,9 @@ class _HistogramSink:
 
     def write(self, batch: Sequence[Event]) -> None:
         record = self._histograms.record
+        end = Marker.END
         for event in batch:
-            if isinstance(event, LineEvent) and event.marker is Marker.END:
+            if isinstance(event, LineEvent) and event.marker is end:
                 task = event.task
                 if task is None or task.start is None:
                     continue

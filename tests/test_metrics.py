@@ -640,3 +640,18 @@ def test_a_broken_histogram_never_raises_and_is_logged_once(provider, caplog):
         histograms.record("job", MB, MB, None)
         histograms.record("job", MB, MB, None)
     assert len([r for r in caplog.records if "task histograms" in r.getMessage()]) == 1
+
+
+def test_names_equal_once_cleaned_share_one_series_and_one_slot(reader, provider):
+    histograms = m.TaskHistograms(provider, max_names=2)
+    long = "x" * m.MAX_TASK_NAME_LENGTH
+    for tail in ("a", "b", "c"):  # differ only past the length kept
+        histograms.record(long + tail, MB, MB, None)
+    for name in ("short", "short", "third", long + "d"):
+        histograms.record(name, MB, MB, None)
+
+    points = histogram_points(reader)[m.OTEL_MEMORY_TASK_RSS_RETAINED]
+
+    assert {p.attributes[m.ATTR_TASK_NAME]: p.count for p in points} == {
+        long: 4, "short": 2, OTHER: 1
+    }

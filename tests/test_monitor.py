@@ -12,12 +12,16 @@ import time
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import otel_memory
 from otel_memory import attributes as attr
 from otel_memory import monitor
 from otel_memory.config import config_from_dict
 from otel_memory.logline import parse_line
+from otel_memory.metrics import OTEL_MEMORY_TASK_RSS_GROWTH, OTEL_MEMORY_TASK_RSS_RETAINED
+from otel_memory.readings import MB
 from otel_memory.testing import reading
 
 
@@ -152,6 +156,42 @@ def test_log_bridge_sends_the_same_lines_with_trace_context(tmp_path, span_expor
     assert end.attributes[attr.LOG_TASK_NAME] == "Nations Dump Complete"
     assert start.attributes[attr.LOG_RSS] == reading(rss_mb=245.3).rss
     assert "RSS:  289.1 MB" in end.body
+
+
+def test_task_histograms_link_each_run_to_its_own_span(tmp_path, span_exporter, fake_source):
+    # GIVEN the monitor with an in-memory metric reader (the SDK's default, trace-based
+    # exemplar filter) and the tests' tracer, which samples every span
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    otel_memory.start(config_for(tmp_path), meter_provider=provider)
+    monitor.flush()
+    fake_source.push(reading(rss_mb=100), reading(rss_mb=105), reading(rss_mb=105))
+    # WHEN one task name runs twice: the first grows and keeps 5 MB, the second nothing
+    for _ in range(2):
+        with otel_memory.traced_task("job"):
+            pass
+    monitor.flush()  # the events thread records the histograms, after the spans ended
+
+    spans = {s.context.span_id: s for s in span_exporter.get_finished_spans()}
+    assert len(spans) == 2
+    first, second = sorted(spans.values(), key=lambda s: s.start_time)
+    points = {
+        metric.name: metric.data.data_points
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    for name in (OTEL_MEMORY_TASK_RSS_GROWTH, OTEL_MEMORY_TASK_RSS_RETAINED):
+        [point] = points[name]
+        assert dict(point.attributes) == {"otel_memory.task.name": "job"}
+        assert point.count == 2 and point.sum == 5 * MB
+        # THEN each exemplar carries the trace and span of the run it came from
+        linked = {e.value: (e.trace_id, e.span_id) for e in point.exemplars}
+        assert linked == {
+            5 * MB: (first.context.trace_id, first.context.span_id),
+            0: (second.context.trace_id, second.context.span_id),
+        }
+    provider.shutdown()
 
 
 def test_interpreter_exit_flushes_and_writes_the_final_line(tmp_path):
