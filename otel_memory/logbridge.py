@@ -24,6 +24,8 @@ from otel_memory.events import Event, LineEvent, Notice
 from otel_memory.logline import Marker, format_line
 from otel_memory.version import __version__
 
+_SHORT = {marker: marker.short for marker in Marker}  # Enum properties cost a call per line
+
 
 def severity(levelno: int) -> SeverityNumber:
     """Python level to OTel severity (the four base levels; finer levels round down)."""
@@ -71,20 +73,20 @@ class OTelLogSink:
                 self._emit_line(event, observed)
 
     def _emit_line(self, event: LineEvent, observed: int) -> None:
-        reading = event.reading
+        marker, name, reading, span, _ = event
         context = None
-        if event.span is not None and event.marker is not Marker.CHECK:
-            context = trace.set_span_in_context(event.span)
+        if span is not None and marker is not Marker.CHECK:
+            context = trace.set_span_in_context(span)
         self._logger.emit(
             timestamp=int(reading.timestamp * 1e9),
             observed_timestamp=observed,
             context=context,
             severity_number=SeverityNumber.INFO,
             severity_text="INFO",
-            body=format_line(event.marker, event.name, reading),
+            body=format_line(marker, name, reading),
             attributes={
-                attr.LOG_MARKER: event.marker.short,
-                attr.LOG_TASK_NAME: event.name,
+                attr.LOG_MARKER: _SHORT[marker],
+                attr.LOG_TASK_NAME: name,
                 attr.LOG_RSS: reading.rss,
                 attr.LOG_VMS: reading.vms,
                 attr.LOG_SYSTEM_AVAILABLE: reading.system_available,

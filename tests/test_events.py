@@ -19,6 +19,7 @@ from otel_memory.config import config_from_dict
 from otel_memory.dailylog import DailyLogSink, DailyLogWriter
 from otel_memory.logline import parse_line
 from otel_memory.runtime import get_runtime
+from otel_memory.testing import reading
 
 
 def _config(log_dir, **keys):
@@ -122,6 +123,44 @@ def test_export_logs_all_sends_every_line_in_order(tmp_path, span_exporter):
         ("START", "t2"), ("END", "t2"),
         ("CHECK", monitor.STOPPED),
     ]
+
+
+def test_export_logs_all_records_are_the_files_lines_with_their_readings(
+    tmp_path, span_exporter, fake_source
+):
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    otel_memory.start(_config(tmp_path / "logs", export_logs="all"), logger_provider=provider)
+    monitor.flush()
+    start, check, end = (
+        reading(245.3, 512.1, 1024.5, 2040.8, timestamp=1_763_281_800.25),
+        reading(267.8, 534.2, 1001.2, 2039.1, timestamp=1_763_281_920.5),
+        reading(289.1, 545.8, 989.7, 2036.4, timestamp=1_763_282_205.75),
+    )
+    fake_source.push(start, check, end)
+    with traced_task("Nations Dump] \n"):
+        monitor.write_check_line()  # a --- line naming the open task
+    otel_memory.stop()
+
+    records = [r.log_record for r in exporter.get_finished_logs()]
+    assert [r.body for r in records] == _lines(tmp_path / "logs")  # the same text, byte for byte
+    (span,) = span_exporter.get_finished_spans()
+    for record, marker, used in zip(
+        records[1:4], ("START", "CHECK", "END"), (start, check, end), strict=True
+    ):
+        assert dict(record.attributes) == {
+            "memory.marker": marker,
+            "memory.task.name": "Nations Dump] \n",  # the true name; the body's is sanitised
+            "memory.rss": used.rss,
+            "memory.vms": used.vms,
+            "memory.system.available": used.system_available,
+            "memory.system.free_ratio": used.free_ratio,
+        }
+        assert record.timestamp == int(used.timestamp * 1e9)
+        linked = marker != "CHECK"
+        assert (record.trace_id == span.context.trace_id) is linked
+        assert (record.span_id == span.context.span_id) is linked
 
 
 def test_export_logs_none_sends_nothing(tmp_path):
