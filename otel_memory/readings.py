@@ -245,7 +245,9 @@ class PsutilReadingSource:
         now = time.monotonic()
         system = self._system if now < self._system_until else self._read_system(now)
         available, total, source, host_available = system
-        return MemoryReading(self._clock(), rss, vms, available, total, None, host_available, source)
+        return MemoryReading(
+            self._clock(), rss, vms, available, total, None, host_available, source
+        )
 
     def read_high_water(self) -> int | None:
         """The process's lifetime peak RSS (``getrusage``), or None for another process."""

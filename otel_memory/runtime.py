@@ -75,8 +75,7 @@ class OpenTasks:
     def record_rss(self, rss: int) -> None:
         """Raise the peak of every open task to ``rss`` where it is higher."""
         for task in list(self._tasks.values()):
-            if task.peak_rss < rss:
-                task.peak_rss = rss
+            task.peak_rss = max(task.peak_rss, rss)
 
     def record_high_water(self, high_water: int, opened_before_tick: int) -> None:
         """A new lifetime high was reached after sampler tick ``opened_before_tick`` began:
