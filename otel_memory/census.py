@@ -9,24 +9,29 @@
 
 Sizes are ``sys.getsizeof`` summed exactly. Class names are bare for builtins (``dict``) and
 ``module.QualName`` otherwise. The census never calls ``gc.collect()`` and keeps no object alive
-after it returns. The snapshot and its partition by type run without releasing the GIL (see
-:func:`_tally`: a tuple another thread is still building must be dropped first); sizing then
-works in chunks with a ``time.sleep(0)`` between them so other threads get the GIL.
+after it returns.
 
-Why it is fast: objects are partitioned by type in C (``map`` of ``list.append`` over per-type
-buckets), so no Python bytecode runs per object. Counts are bucket lengths. A type whose
-instances all have the same size (no ``__itemsize__``, ``object.__sizeof__``) costs one
-``sys.getsizeof`` per census; other types call their own ``__sizeof__`` unbound, which skips the
-bound-method allocation ``sys.getsizeof`` makes per call, then add the per-type GC header that
-``sys.getsizeof`` adds (measured on one instance).
+Two passes give the same result. The compiled one (``otel_memory/_census.c``, built at install
+when a C compiler works; :data:`ACCELERATED` says whether it is there) is the default; the
+pure-Python one runs without it, or with ``take_census(accelerated=False)``. Both take
+``gc.get_objects()``, tally and drop its exact tuples before the GIL is first released (a tuple
+another thread is still building must not be held then: gh-59313, see :func:`_tally`), then size
+the rest in chunks with a ``time.sleep(0)`` between them so other threads get the GIL. Both
+size a type with :func:`_plan`: a type whose instances all have one size (no ``__itemsize__``,
+``object.__sizeof__``) costs one ``sys.getsizeof`` per census; other types call their own C
+``__sizeof__`` unbound, then add the per-type GC header that ``sys.getsizeof`` adds (measured on
+one instance); type objects and Python-level ``__sizeof__`` go through ``sys.getsizeof``, and an
+object whose ``__sizeof__`` fails counts 0 bytes, as in ``_safe_getsizeof``.
 
-Where the time goes (1.3M objects): ``gc.get_objects()`` ~12 ns per object, reading each type
-~15 ns (a cache miss per object), the partition ~45 ns (a dict lookup and an append, each a C
-call through ``map``), sizes of variable-size objects ~20 ns each: about 0.5x
-``objgraph.typestats()``, and the longest stall another thread sees is the snapshot plus the
-partition (~6x ``gc.get_objects()`` alone). A compiled pass could take the snapshot, drop the
-tuples and release the GIL at once (a throwaway prototype reached 0.29x), but it needs a
-compiled build with a pure-Python fallback, which the package does not have.
+Where the time goes (1.3M objects, ``benchmarks/census.py``): ``gc.get_objects()`` ~9 ns per
+object. The compiled pass reads each object's type once more to drop the tuples (~5 ns, a cache
+miss: the longest stall another thread sees is ~1.7x ``gc.get_objects()`` alone), then tallies
+in C with one ``__sizeof__`` call per variable-size object: about 0.2x ``objgraph.typestats()``
+in all. It calls ``gc.get_objects`` itself, so no bytecode (and no thread switch) runs between
+the snapshot and the tuple pass. The pure-Python pass partitions the snapshot by type in C
+(``map`` of ``list.append`` over per-type buckets, ~45 ns per object) before it can drop the
+tuples: about 0.5x ``objgraph.typestats()``, a stall ~6x ``gc.get_objects()``, and a thread
+switch right at ``gc.get_objects()``'s return can still expose a tuple being built.
 """
 
 from __future__ import annotations
@@ -40,13 +45,25 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from otel_memory.errors import OtelMemoryError
+
+try:
+    from otel_memory import _census
+except ImportError:  # built without a C compiler: the pure-Python pass does the same work
+    _census = None  # type: ignore[assignment]
+
+ACCELERATED = _census is not None
+"""Whether the compiled census pass is installed; :func:`take_census` then uses it by default."""
+
 OTHER = "other"
 """The class name under which :meth:`HeapCensus.top` folds every class outside the top N."""
 
 DEFAULT_CHUNK_SIZE = 10_000
 """Objects handled between two GIL releases (about 1 ms of work on a 2020s laptop core)."""
 
-_Sizer = Callable[[list[Any]], int]
+_Plan = tuple[Callable[[Any], int] | None, int]
+"""How to size the instances of one type: each costs ``extra`` bytes (the second item), plus
+``sizeof(obj)`` when ``sizeof`` (the first) is not None. Both census passes follow it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,21 +159,30 @@ _OBJECT_SIZEOF = vars(object)["__sizeof__"]
 _C_METHOD_TYPES = (type(_OBJECT_SIZEOF), type(vars(dict)["__sizeof__"]))
 
 
-def _plan(cls: type, sample: object) -> _Sizer:
-    """How to sum the sizes of a list of ``cls`` instances, exactly as ``sys.getsizeof`` would."""
+def _plan(cls: type, sample: object) -> _Plan:
+    """How to size ``cls`` instances exactly as ``sys.getsizeof`` would (see :data:`_Plan`)."""
     sizeof = _defining_sizeof(cls)
     if issubclass(cls, type) or not isinstance(sizeof, _C_METHOD_TYPES):
         # Type objects may or may not carry a GC header, and Python-level __sizeof__ may do
         # anything: ask sys.getsizeof one object at a time.
-        return lambda objs: sum(map(_safe_getsizeof, objs))
+        return _safe_getsizeof, 0
     size = _safe_getsizeof(sample)
     if sizeof is _OBJECT_SIZEOF and getattr(cls, "__itemsize__", 1) == 0:
-        return lambda objs: size * len(objs)
+        return None, size
     try:
         header = size - sizeof(sample)
     except Exception:  # a C __sizeof__ borrowed by an unrelated class rejects its instances
-        return lambda objs: sum(map(_safe_getsizeof, objs))
-    return lambda objs: sum(map(sizeof, objs)) + header * len(objs)
+        return _safe_getsizeof, 0
+    return sizeof, header
+
+
+def _size_all(plan: _Plan, objs: list[Any]) -> int:
+    """The bytes of ``objs`` (all of one type) under ``plan``."""
+    sizeof, extra = plan
+    try:
+        return extra * len(objs) + (sum(map(sizeof, objs)) if sizeof is not None else 0)
+    except Exception:  # e.g. a borrowed C __sizeof__ that rejects one of them
+        return sum(map(_safe_getsizeof, objs))
 
 
 def yield_gil() -> None:
@@ -170,14 +196,20 @@ def take_census(
     clock: Callable[[], float] = time.time,
     objects: Callable[[], list[Any]] = gc.get_objects,
     between_chunks: Callable[[], None] = yield_gil,
+    accelerated: bool | None = None,
 ) -> HeapCensus:
     """Count and size every GC-tracked object by class; see the module docstring.
 
     ``objects`` replaces ``gc.get_objects`` (e.g. ``lambda: gc.get_objects(generation=2)``);
-    ``between_chunks`` runs after ``objects()`` and after every chunk.
+    ``between_chunks`` runs after ``objects()`` and after every chunk. ``accelerated`` picks the
+    pass: the compiled one (``True``), the pure-Python one (``False``), or the compiled one
+    when it is installed (``None``, see :data:`ACCELERATED`). Both give the same result.
     """
+    if accelerated is None:
+        accelerated = ACCELERATED
+    tally = _tally_compiled if accelerated else _tally
     started, tick = clock(), time.perf_counter()
-    totals = _tally(objects(), max(chunk_size, 1), between_chunks)
+    totals = tally(objects, max(chunk_size, 1), between_chunks)
     counts: dict[str, int] = {}
     sizes: dict[str, int] = {}
     for cls, (count, size) in totals.items():
@@ -193,10 +225,32 @@ def take_census(
     )
 
 
+_Totals = dict[type, tuple[int, int]]
+"""``{type: (count, size)}``: what a census pass returns."""
+
+
+def _tally_compiled(
+    objects: Callable[[], list[Any]], chunk_size: int, between_chunks: Callable[[], None]
+) -> _Totals:
+    """:func:`_tally` in C (``otel_memory/_census.c``): the same steps, no bytecode per object.
+
+    It calls ``objects()`` itself, so no bytecode runs between the snapshot and the removal of
+    its tuples (the pure-Python pass leaves that one window open).
+    """
+    if _census is None:
+        raise OtelMemoryError("the compiled census (otel_memory._census) is not installed")
+    totals, tuples, items = _census.tally(
+        objects, chunk_size, between_chunks, _plan, _safe_getsizeof
+    )
+    if tuples:
+        totals[tuple] = (tuples, _tuple_size(tuples, items))
+    return totals
+
+
 def _tally(
-    objs: list[Any], chunk_size: int, between_chunks: Callable[[], None]
-) -> dict[type, list[int]]:
-    """``{type: [count, size]}`` over ``objs``, emptying ``objs`` as it goes.
+    objects: Callable[[], list[Any]], chunk_size: int, between_chunks: Callable[[], None]
+) -> _Totals:
+    """``{type: (count, size)}`` over ``objects()``, emptying that list as it goes.
 
     The whole snapshot is partitioned by type in one C call, and exact tuples are tallied and
     dropped, before the GIL is first released: ``gc.get_objects()`` also returns a tuple that
@@ -204,15 +258,15 @@ def _tally(
     we hold a reference, CPython raises ``SystemError`` in the host's code (gh-59313). The
     per-object sizing that follows runs in chunks, with ``between_chunks()`` after each.
     """
-    totals: dict[type, list[int]] = {}
+    objs = objects()
+    totals: _Totals = {}
     buckets: defaultdict[type, list[Any]] = defaultdict(list)
     # Partition in C: for each object, append it to the bucket of its type.
     deque(map(list.append, map(buckets.__getitem__, map(type, objs)), objs), maxlen=0)
     objs.clear()
     tuples = buckets.pop(tuple, None)
     if tuples:
-        count = len(tuples)
-        totals[tuple] = [count, _TUPLE_BASE * count + tuple.__itemsize__ * sum(map(len, tuples))]
+        totals[tuple] = (len(tuples), _tuple_size(len(tuples), sum(map(len, tuples))))
         tuples.clear()
     del tuples
     between_chunks()  # threads that waited through the snapshot go first
@@ -224,16 +278,13 @@ def _tally(
         while members:
             part = members[-chunk_size:]
             del members[-chunk_size:]  # drop our references early: a dying object is freed here
-            try:
-                size += plan(part)
-            except Exception:  # e.g. a borrowed C __sizeof__ that rejects this type
-                size += sum(map(_safe_getsizeof, part))
+            size += _size_all(plan, part)
             since_pause += len(part)
             del part
             if since_pause >= chunk_size:  # a C loop never releases the GIL: waiting threads go
                 between_chunks()
                 since_pause = 0
-        totals[cls] = [count, size]
+        totals[cls] = (count, size)
     if since_pause:
         between_chunks()
     return totals
@@ -243,6 +294,11 @@ _TUPLE_BASE = sys.getsizeof((None,)) - tuple.__itemsize__
 """``sys.getsizeof`` of a tuple less its items (basic size and GC header)."""
 
 
-def census_of(objs: Iterable[object]) -> HeapCensus:
+def _tuple_size(tuples: int, items: int) -> int:
+    """The ``sys.getsizeof`` total of ``tuples`` exact tuples holding ``items`` items in all."""
+    return _TUPLE_BASE * tuples + tuple.__itemsize__ * items
+
+
+def census_of(objs: Iterable[object], *, accelerated: bool | None = None) -> HeapCensus:
     """A census of the given objects only (tests and tools; same grouping and sizes)."""
-    return take_census(objects=lambda: list(objs))
+    return take_census(objects=lambda: list(objs), accelerated=accelerated)

@@ -1,4 +1,4 @@
-"""100 censuses leave no memory behind (pytest-memray's limit_leaks).
+"""100 censuses leave no memory behind (pytest-memray's limit_leaks), through each pass.
 
 Only meaningful under memray tracking: run ``pytest --memray tests/test_census_memray.py``.
 Without ``--memray`` the marker does nothing, so the test is skipped.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from otel_memory.census import take_census
+from otel_memory.census import ACCELERATED, take_census
 
 
 @pytest.fixture(autouse=True)
@@ -18,8 +18,16 @@ def _require_memray(request):
 
 
 @pytest.mark.limit_leaks("64 KB")
-def test_a_hundred_censuses_leak_nothing():
+@pytest.mark.parametrize(
+    "accelerated",
+    [
+        pytest.param(True, id="compiled", marks=pytest.mark.skipif(
+            not ACCELERATED, reason="otel_memory._census is not built")),
+        pytest.param(False, id="pure-python"),
+    ],
+)
+def test_a_hundred_censuses_leak_nothing(accelerated):
     for _ in range(100):
-        census = take_census()
+        census = take_census(accelerated=accelerated)
         assert census.total_objects > 0
     del census
