@@ -331,3 +331,35 @@ def test_a_failing_reading_source_never_raises_into_the_host(span_exporter):
         readings.set_reading_source(None)
     (span,) = span_exporter.get_finished_spans()
     assert attr.RSS_START not in span.attributes
+
+
+def test_a_reading_that_fails_only_at_the_end_keeps_the_start_attributes(span_exporter):
+    from otel_memory import readings
+    from otel_memory.testing import reading
+
+    source = FakeReadingSource([reading(rss_mb=100, vms_mb=300, available_mb=500)])
+    readings.set_reading_source(source)
+    with traced_task("end unreadable"):
+        source.fail_with = psutil.AccessDenied()
+    (span,) = span_exporter.get_finished_spans()
+    assert span.attributes[attr.RSS_START] == 100 * MB
+    assert span.attributes[attr.VMS_START] == 300 * MB
+    assert span.attributes[attr.SYSTEM_AVAILABLE_START] == 500 * MB
+    assert span.attributes[attr.SYSTEM_FREE_RATIO_START] == 500 / 2048
+    assert span.attributes[attr.LIMIT] == 2048 * MB
+    assert attr.RSS_END not in span.attributes and attr.RSS_DELTA not in span.attributes
+
+
+def test_a_reading_that_fails_only_at_the_start_keeps_the_end_attributes(span_exporter):
+    from otel_memory import readings
+    from otel_memory.testing import reading
+
+    source = FakeReadingSource(fail_with=psutil.AccessDenied())
+    readings.set_reading_source(source)
+    with traced_task("start unreadable"):
+        source.fail_with = None
+        source.push(reading(rss_mb=120))
+    (span,) = span_exporter.get_finished_spans()
+    assert span.attributes[attr.RSS_END] == 120 * MB
+    assert span.attributes[attr.RSS_PEAK] == 120 * MB
+    assert attr.RSS_START not in span.attributes and attr.RSS_DELTA not in span.attributes
