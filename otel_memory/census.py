@@ -166,14 +166,15 @@ def _plan(cls: type, sample: object) -> _Plan:
         # Type objects may or may not carry a GC header, and Python-level __sizeof__ may do
         # anything: ask sys.getsizeof one object at a time.
         return _safe_getsizeof, 0
-    size = _safe_getsizeof(sample)
     if sizeof is _OBJECT_SIZEOF and getattr(cls, "__itemsize__", 1) == 0:
-        return None, size
+        return None, _safe_getsizeof(sample)
     try:
-        header = size - sizeof(sample)
+        before, size, after = sizeof(sample), _safe_getsizeof(sample), sizeof(sample)
     except Exception:  # a C __sizeof__ borrowed by an unrelated class rejects its instances
         return _safe_getsizeof, 0
-    return sizeof, header
+    if before != after or size < before:  # another thread resized the sample meanwhile
+        return _safe_getsizeof, 0
+    return sizeof, size - before
 
 
 def _size_all(plan: _Plan, objs: list[Any]) -> int:
