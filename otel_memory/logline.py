@@ -54,8 +54,9 @@ def sanitize_name(name: str) -> str:
 
 def format_message(marker: Marker, name: str, reading: MemoryReading) -> str:
     """The line without its timestamp: marker, bracketed name and the four numbers."""
+    head = _cached_head(marker, name) if len(name) <= _CACHED_NAME_LENGTH else _head(marker, name)
     return (
-        f"{_head(marker, name)}{reading.rss / MB:6.1f}"
+        f"{head}{reading.rss / MB:6.1f}"
         f"{_tail(reading.vms, reading.system_available, reading.free_ratio)}"
     )
 
@@ -63,9 +64,15 @@ def format_message(marker: Marker, name: str, reading: MemoryReading) -> str:
 # The events thread formats two lines per task. Only the RSS changes from line to line in a
 # burst: the name repeats, VMS rarely moves and the system side is a reading reused for 10 ms
 # (readings.PsutilReadingSource), so those parts are formatted once and looked up after.
-@functools.lru_cache(maxsize=1024)
+# Long names are not kept (the cache stays well under a megabyte).
+_CACHED_NAME_LENGTH = 200
+
+
 def _head(marker: Marker, name: str) -> str:
     return f"{marker.value} [{sanitize_name(name)}] | RSS: "
+
+
+_cached_head = functools.lru_cache(maxsize=1024)(_head)
 
 
 @functools.lru_cache(maxsize=64)
