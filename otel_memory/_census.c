@@ -102,8 +102,10 @@ entry_for(Table *table, PyObject *type, PyObject *obj, PyObject *plan)
     if (table->slots[i].type == type) {
         return &table->slots[i];
     }
+    Py_INCREF(type); /* the table's reference, taken now: plan() may reassign obj.__class__ */
     PyObject *planned = PyObject_CallFunctionObjArgs(plan, type, obj, NULL);
     if (planned == NULL) {
+        Py_DECREF(type);
         return NULL;
     }
     PyObject *sizeof_fn = NULL;
@@ -117,6 +119,7 @@ entry_for(Table *table, PyObject *type, PyObject *obj, PyObject *plan)
             PyErr_SetString(PyExc_ValueError, "plan() must return (sizeof or None, extra >= 0)");
         }
         Py_DECREF(planned);
+        Py_DECREF(type);
         return NULL;
     }
     if (sizeof_fn == Py_None) {
@@ -128,12 +131,12 @@ entry_for(Table *table, PyObject *type, PyObject *obj, PyObject *plan)
     if ((table->used + 1) * 2 > table->mask + 1) {
         if (table_grow(table) < 0) {
             Py_XDECREF(sizeof_fn);
+            Py_DECREF(type);
             return NULL;
         }
         i = slot_of(table, type);
     }
     Entry *entry = &table->slots[i];
-    Py_INCREF(type);
     entry->type = type;
     entry->sizeof_fn = sizeof_fn;
     entry->extra = extra;
