@@ -136,6 +136,9 @@ class MemoryMonitorConfig:
             (0 to 36,500).
         export_logs: which lines also leave as OpenTelemetry log records: ``events``
             (default), ``all`` or ``none``; ``true``/``false`` mean ``all``/``none``.
+        task_histograms: record ``otel_memory.task.rss.growth``/``.retained`` for every task
+            run (default); ``false`` saves the SDK's two histogram records per task (about a
+            bare span's CPU, off the caller's thread) in services that run many tiny tasks.
         deep_capture: ``tracemalloc`` allocation sites of tasks that keep growing.
         thresholds: warning and critical levels.
     """
@@ -151,6 +154,7 @@ class MemoryMonitorConfig:
         default=0, metadata=_rule(minimum=0, maximum=MAX_DAYS)
     )
     export_logs: ExportLogs = ExportLogs.EVENTS
+    task_histograms: bool = True
     deep_capture: DeepCaptureConfig = field(default_factory=DeepCaptureConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
 

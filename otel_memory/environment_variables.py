@@ -46,6 +46,9 @@ OTEL_PYTHON_MEMORY_MONITOR_EXPORT_LOGS = "OTEL_PYTHON_MEMORY_MONITOR_EXPORT_LOGS
 """``memory_monitor.export_logs``: lines sent as OTel log records: ``events``, ``all`` or ``none``
 (a boolean still works: true = ``all``, false = ``none``)."""
 
+OTEL_PYTHON_MEMORY_MONITOR_TASK_HISTOGRAMS = "OTEL_PYTHON_MEMORY_MONITOR_TASK_HISTOGRAMS"
+"""``memory_monitor.task_histograms``: record the per-task RSS growth/retained histograms."""
+
 OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_ENABLED = "OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_ENABLED"
 """``memory_monitor.deep_capture.enabled``: trace where growing tasks allocate (tracemalloc)."""
 

@@ -309,7 +309,8 @@ def _start_components(
             rt.on_sample = _RunStateSampler(running.run_state)
     if monitor.export_logs is not ExportLogs.NONE:
         sinks.append(OTelLogSink(monitor.export_logs, logger_provider))
-    sinks.append(_HistogramSink(TaskHistograms(meter_provider)))
+    if monitor.task_histograms:
+        sinks.append(_HistogramSink(TaskHistograms(meter_provider)))
     rt.events.set_sinks(sinks)
     rt.on_reading = _ThresholdListener(ThresholdGuard(monitor.thresholds))
     deep = monitor.deep_capture

@@ -166,6 +166,12 @@ def test_config_is_frozen():
 # --------------------------------------------------------------------------- v0.2: export_logs
 
 
+def test_task_histograms_default_on_and_off_from_the_environment():
+    assert load_config(environ={}).monitor.task_histograms is True
+    environ = {env_var_for("general.monitoring.memory_monitor.task_histograms"): "false"}
+    assert load_config(environ=environ).monitor.task_histograms is False
+
+
 def test_export_logs_defaults_to_events():
     assert load_config(environ={}).monitor.export_logs is ExportLogs.EVENTS
     assert ExportLogs.EVENTS == "events"

@@ -194,6 +194,29 @@ def test_task_histograms_link_each_run_to_its_own_span(tmp_path, span_exporter, 
     provider.shutdown()
 
 
+def test_task_histograms_false_records_no_task_histograms(tmp_path, span_exporter, fake_source):
+    # GIVEN task_histograms: false (a service of many tiny tasks saving the SDK's records)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    otel_memory.start(config_for(tmp_path, task_histograms=False), meter_provider=provider)
+    fake_source.push(reading(rss_mb=100), reading(rss_mb=105))
+    with otel_memory.traced_task("job"):
+        pass
+    monitor.flush()
+    # THEN the span and the daily lines are there, the task histograms are not
+    assert [s.name for s in span_exporter.get_finished_spans()] == ["job"]
+    assert [parse_line(line).name for line in log_lines(tmp_path)][-2:] == ["job", "job"]
+    names = {
+        metric.name
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    assert OTEL_MEMORY_TASK_RSS_GROWTH not in names
+    assert OTEL_MEMORY_TASK_RSS_RETAINED not in names
+    provider.shutdown()
+
+
 def test_interpreter_exit_flushes_and_writes_the_final_line(tmp_path):
     script = (
         "import otel_memory\n"
