@@ -13,7 +13,9 @@ Setups (each round runs every setup once, in order, each in a fresh worker proce
 * ``+ SDK LoggerProvider, export_logs: X``: what ``opentelemetry-instrument`` sets up (tracer,
   meter and logger providers with batch processors), for ``export_logs`` ``events`` and ``all``
   (on a version without ``events``, v0.1's ``true``, i.e. ``all``, and the ``events`` row is
-  skipped).
+  skipped);
+* ``task_histograms: false``: the ``events`` setup without the two task histogram records
+  (skipped on versions without ``events``).
 
 In every worker, after a warm-up, three loops of ``--calls`` calls each run back to back:
 a bare span (``tracer.start_as_current_span``), a bare span with the 11 attributes of a task
@@ -45,12 +47,13 @@ from _common import (
     write_config,
 )
 
-SETUPS = ("stopped", "started", "logs_events", "logs_all")
+SETUPS = ("stopped", "started", "logs_events", "logs_all", "no_histograms")
 LABELS = {
     "stopped": "task, monitor stopped",
     "started": "task, monitor started (daily log)",
     "logs_events": "task, + SDK LoggerProvider, export_logs: {events}",
     "logs_all": "task, + SDK LoggerProvider, export_logs: {all}",
+    "no_histograms": "task, export_logs: {events}, task_histograms: false",
 }
 ATTRIBUTES = {  # the 11 numeric attributes of a task span, as a task sets them
     "memory.rss.start": 250_000_000, "memory.vms.start": 500_000_000,
@@ -77,7 +80,7 @@ def measure(fn: Callable[[], None], calls: int, finish: Callable[[], None]) -> d
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One setup in this fresh process: bare span, span + 11 attributes, task."""
     setup, calls = spec["setup"], spec["calls"]
-    providers = install_providers(logs=setup.startswith("logs"))
+    providers = install_providers(logs=setup.startswith("logs") or setup == "no_histograms")
 
     import otel_memory  # after the providers, as opentelemetry-instrument orders it
     from otel_memory import traced_task
@@ -100,6 +103,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         monitor: dict[str, Any] = {"log_dir": log_dir, "interval_seconds": 3600}
         if spec.get("export_logs"):
             monitor["export_logs"] = spec["export_logs"]
+        if spec.get("task_histograms") is False:
+            monitor["task_histograms"] = False
         if setup != "stopped":
             otel_memory.start(write_config(log_dir, {}, monitor))
         for fn in (bare_span, span_with_attributes, task):  # warm-up: caches, lazy imports
@@ -131,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     events, all_ = export_logs_values()
-    setups = [s for s in SETUPS if s != "logs_events" or events]
+    setups = [s for s in SETUPS if events or s not in ("logs_events", "no_histograms")]
     spec_of = {
         "stopped": {}, "started": {},
         "logs_events": {"export_logs": events}, "logs_all": {"export_logs": all_},
+        "no_histograms": {"export_logs": events, "task_histograms": False},
     }
     print(f"{python_line()}; median of {args.rounds} interleaved rounds x {args.calls:,} calls, "
           "one fresh process per setup and round")

@@ -11,7 +11,9 @@ drop):
 
 * ``bare span``: every request inside ``tracer.start_as_current_span``; otel-memory not started;
 * ``tasks``: every request a ``@traced_task`` coroutine, ``otel_memory.start()`` (daily log);
-* ``tasks + profiling``: the same with ``memory_profiling.enabled`` at its default 60 s.
+* ``tasks + profiling``: the same with ``memory_profiling.enabled`` at its default 60 s;
+* ``tasks, no histograms``: ``tasks`` with ``memory_monitor.task_histograms: false`` (what a
+  service of many tiny tasks can choose; the spans keep the same numbers).
 
 Requests/s over ``--seconds`` after a warm-up; rounds interleave every variant at every request
 size; medians.
@@ -52,8 +54,11 @@ from _common import (
     write_config,
 )
 
-VARIANTS = ("bare", "tasks", "profiling")
-LABELS = {"bare": "bare SDK span", "tasks": "tasks", "profiling": "tasks + profiling"}
+VARIANTS = ("bare", "tasks", "profiling", "no_histograms")
+LABELS = {
+    "bare": "bare SDK span", "tasks": "tasks", "profiling": "tasks + profiling",
+    "no_histograms": "tasks, no histograms",
+}
 CONCURRENCY = 50
 
 
@@ -120,7 +125,10 @@ def app_worker(spec: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="otel-memory-bench-") as log_dir:
         if variant != "bare":
             profiling = {"enabled": variant == "profiling"}
-            otel_memory.start(write_config(log_dir, profiling, {"log_dir": log_dir}))
+            monitor: dict[str, Any] = {"log_dir": log_dir}
+            if variant == "no_histograms":
+                monitor["task_histograms"] = False
+            otel_memory.start(write_config(log_dir, profiling, monitor))
         try:
             asyncio.run(serve(handler, 0.3))  # warm-up
             started = time.perf_counter()
