@@ -11,8 +11,8 @@ PYENV_VERSIONS ?= $(HOME)/.pyenv/versions
 
 .PHONY: install demo test test-all test-other-pythons lint bench bench-all clean
 
-# The compiled census pass is built in place by the install: its source is a prerequisite too.
-BUILD_INPUTS := pyproject.toml setup.py otel_memory/_census.c
+# The compiled parts are built in place by the install: their sources are prerequisites too.
+BUILD_INPUTS := pyproject.toml setup.py otel_memory/_census.c otel_memory/_proc.c
 
 $(STAMP): $(BUILD_INPUTS)
 	$(PYTHON) -m venv $(VENV)
@@ -68,4 +68,4 @@ bench-all: bench
 
 clean:
 	rm -rf $(VENV) $(OTHER_PYTHONS:%=.venv-%) logs .pytest_cache .mypy_cache .ruff_cache
-	rm -rf build *.egg-info otel_memory/_census.*.so
+	rm -rf build *.egg-info otel_memory/_census.*.so otel_memory/_proc.*.so

@@ -21,10 +21,20 @@ from typing import NamedTuple, Protocol
 
 import psutil
 
+from otel_memory.errors import OtelMemoryError
+
 try:
     import resource
 except ImportError:  # Windows has no resource module
     resource = None  # type: ignore[assignment]
+
+try:
+    from otel_memory import _proc
+except ImportError:  # built without a C compiler: os.pread reads the same numbers
+    _proc = None  # type: ignore[assignment]
+
+ACCELERATED = _proc is not None
+"""Whether the compiled ``statm`` reading is installed (see :class:`PsutilReadingSource`)."""
 
 MB = 1024 * 1024
 """One megabyte as the daily log counts it: 1,048,576 bytes."""
@@ -109,9 +119,19 @@ class _ProcFiles:
     psutil parses every line of ``/proc/meminfo`` in Python on each call (about 45 µs); a task
     reads memory twice, so reading just the two numbers we need keeps tasks cheap. The files are
     reopened after a fork, when ``/proc/self`` would still name the parent.
+
+    ``statm`` is read by the compiled ``otel_memory._proc`` when it is built (``accelerated``):
+    ``os.pread`` releases the GIL around the system call, so with other threads wanting the GIL
+    (the monitor's events thread, the SDK's batch processors) a task boundary could cost a thread
+    switch; a procfs read never blocks, and the compiled one keeps the GIL.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, accelerated: bool | None = None) -> None:
+        if accelerated is None:
+            accelerated = ACCELERATED
+        if accelerated and _proc is None:
+            raise OtelMemoryError("the compiled reading (otel_memory._proc) is not installed")
+        self._statm_reader = _proc.statm if accelerated and _proc is not None else None
         self._page_size = os.sysconf("SC_PAGE_SIZE")
         self._pid = -1
         self._statm = -1
@@ -150,13 +170,21 @@ class _ProcFiles:
         """(RSS, VMS) in bytes."""
         if self._pid != os.getpid():
             self._reopen()
-        fields = os.pread(self._statm, 256, 0).split()
-        return int(fields[1]) * self._page_size, int(fields[0]) * self._page_size
+        reader = self._statm_reader
+        if reader is not None:
+            return reader(self._statm, self._page_size)
+        return parse_statm(os.pread(self._statm, 256, 0), self._page_size)
 
     def available_total(self) -> tuple[int, int]:
         """(MemAvailable, MemTotal) in bytes (ValueError on kernels without MemAvailable)."""
         data = os.pread(self._meminfo, 16384, 0)
         return _meminfo_field(data, b"MemAvailable:"), _meminfo_field(data, b"MemTotal:")
+
+
+def parse_statm(data: bytes, page_size: int) -> tuple[int, int]:
+    """(RSS, VMS) in bytes from ``/proc/<pid>/statm`` text (sizes in pages)."""
+    fields = data.split()
+    return int(fields[1]) * page_size, int(fields[0]) * page_size
 
 
 def _meminfo_field(data: bytes, key: bytes) -> int:

@@ -8,7 +8,7 @@ import sys
 import psutil
 import pytest
 
-from otel_memory.readings import MB, PsutilReadingSource, _ProcFiles
+from otel_memory.readings import MB, PsutilReadingSource, _ProcFiles, parse_statm
 from otel_memory.testing import ManualClock
 
 linux_only = pytest.mark.skipif(not _ProcFiles.available(), reason="needs Linux /proc")
@@ -68,3 +68,56 @@ def test_a_vanished_process_raises_psutil_error():
     proc.wait()
     with pytest.raises(psutil.Error):
         source.read()
+
+
+# --------------------------------------------------------------------------- compiled statm
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_the_compiled_statm_reading_is_built_and_used_by_default():
+    from otel_memory import readings
+
+    assert readings.ACCELERATED, "otel_memory._proc was not built (is a C compiler missing?)"
+    assert readings._ProcFiles()._statm_reader is not None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"8318 6942 2615 1 0 4561 0\n", b"1 0 0 0 0 0 0\n", b"123456789 98765432 0 0 0 0 0\n"],
+)
+def test_the_compiled_and_the_python_statm_parse_agree(tmp_path, content):
+    _proc = pytest.importorskip("otel_memory._proc")
+
+    path = tmp_path / "statm"
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for page_size in (4096, 16384):
+            assert _proc.statm(fd, page_size) == parse_statm(content, page_size)
+    finally:
+        os.close(fd)
+
+
+def test_the_compiled_statm_reading_rejects_what_is_not_statm(tmp_path):
+    _proc = pytest.importorskip("otel_memory._proc")
+
+    path = tmp_path / "statm"
+    path.write_bytes(b"not numbers\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(ValueError, match="statm"):
+            _proc.statm(fd, 4096)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        _proc.statm(fd, 4096)  # closed
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_both_statm_readings_read_this_process(accelerated):
+    if accelerated:
+        pytest.importorskip("otel_memory._proc")
+    rss, vms = _ProcFiles(accelerated=accelerated).rss_vms()
+    info = psutil.Process().memory_info()
+    assert abs(rss - info.rss) < 16 * MB and abs(vms - info.vms) < 64 * MB

@@ -1,0 +1,87 @@
+/* The task path's memory reading, compiled (optional: otel_memory.readings falls back to
+ * os.pread when this module is not built).
+ *
+ * statm(fd, page_size) -> (rss, vms): one pread of an open /proc/<pid>/statm, parsed in C,
+ * in bytes.
+ *
+ * Why: os.pread releases the GIL around the system call. Every task reads statm twice, so in a
+ * process whose other threads want the GIL (the monitor's events thread, the SDK's batch
+ * processors, the host's own), each reading can hand the GIL over and wait to get it back: a
+ * thread switch per task boundary. A read of a procfs file never blocks on I/O, so this one
+ * keeps the GIL, as any short C function does.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static PyObject *
+statm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "statm(fd, page_size) takes 2 arguments");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "not a file descriptor: %ld", fd);
+        return NULL;
+    }
+    long long page_size = PyLong_AsLongLong(args[1]);
+    if (page_size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    char text[256];
+    ssize_t got = pread((int)fd, text, sizeof(text) - 1, 0);
+    if (got < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    text[got] = '\0';
+    /* "size resident shared text lib data dt", in pages */
+    char *end = NULL;
+    errno = 0;
+    unsigned long long size = strtoull(text, &end, 10);
+    char *after_size = end;
+    unsigned long long resident = strtoull(after_size, &end, 10);
+    if (errno != 0 || after_size == text || end == after_size) {
+        PyErr_Format(PyExc_ValueError, "unexpected statm content: %.80s", text);
+        return NULL;
+    }
+    return Py_BuildValue(
+        "(LL)", (long long)(resident * (unsigned long long)page_size),
+        (long long)(size * (unsigned long long)page_size));
+}
+
+static PyMethodDef proc_methods[] = {
+    {"statm", (PyCFunction)(void (*)(void))statm, METH_FASTCALL,
+     "statm(fd, page_size) -> (rss, vms)\n\n"
+     "RSS and VMS in bytes from an open /proc/<pid>/statm, read without releasing the GIL."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyModuleDef_Slot proc_slots[] = {
+    {0, NULL},
+};
+
+static struct PyModuleDef proc_module = {
+    PyModuleDef_HEAD_INIT,
+    "otel_memory._proc",
+    "The task path's memory reading, compiled (see otel_memory.readings).",
+    0,
+    proc_methods,
+    proc_slots,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__proc(void)
+{
+    return PyModuleDef_Init(&proc_module);
+}

@@ -1,0 +1,3 @@
+"""The task path's memory reading, compiled; see ``_proc.c`` and ``otel_memory.readings``."""
+
+def statm(fd: int, page_size: int, /) -> tuple[int, int]: ...
