@@ -7,7 +7,8 @@
 
 A task's START/END cost the caller one ``deque.append``: formatting, the file write, the OTel log
 record and the task histograms happen on a daemon thread (``otel-memory-events``) that drains
-the queue in order, a batch at a time, so the daily file gets one ``write`` per batch. The queue
+the queue in order, a batch at a time, so the daily file gets one ``write`` per batch; with
+nothing queued the thread sleeps until the next event (an idle process pays no wake-ups). The queue
 is bounded: when the sinks fall far behind, new events are dropped and counted (reported once
 per episode and exported as ``otel_memory.events.dropped``) rather than blocking the host.
 """
@@ -103,6 +104,7 @@ class EventPipeline:
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._idle = False  # the thread waits, with no timeout, for the next event
 
     @property
     def active(self) -> bool:
@@ -134,7 +136,9 @@ class EventPipeline:
             )
             return
         queue.append(event)
-        if self._thread is None:
+        if self._idle:
+            self._wakeup.set()
+        elif self._thread is None:
             self._start_thread()
 
     def flush(self) -> None:
@@ -168,9 +172,17 @@ class EventPipeline:
             thread.start()
 
     def _run(self) -> None:
+        # While events flow, drain every `period` (a batch per write); when a drain finds the
+        # queue empty, sleep until put() wakes the thread: an idle process pays no wake-ups.
         me = threading.current_thread()
         while self._thread is me:
-            self._wakeup.wait(self.period)
+            if self._queue:
+                self._wakeup.wait(self.period)
+            else:
+                self._idle = True
+                if not self._queue:  # an event put before _idle was set must not wait
+                    self._wakeup.wait()
+                self._idle = False
             self._wakeup.clear()
             self._drain()
 

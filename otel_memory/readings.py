@@ -84,7 +84,11 @@ class MemoryReading(NamedTuple):
 
 
 class ReadingSource(Protocol):
-    """Anything that can produce a :class:`MemoryReading`."""
+    """Anything that can produce a :class:`MemoryReading`.
+
+    A source may also have ``read_high_water() -> int | None``, the process's lifetime peak RSS
+    in bytes: the peak sampler then gives a new high to the tasks open across it.
+    """
 
     def read(self) -> MemoryReading:
         """Take one reading; may raise ``psutil.Error`` or ``OSError``."""
@@ -92,14 +96,6 @@ class ReadingSource(Protocol):
 
     def read_rss(self) -> int:
         """Only the RSS, as cheaply as the platform allows (the peak sampler's hot path)."""
-        ...
-
-
-class HighWaterSource(Protocol):
-    """A source that also knows the process's lifetime peak RSS (optional for sources)."""
-
-    def read_high_water(self) -> int | None:
-        """The lifetime peak RSS in bytes, or None where the platform does not say."""
         ...
 
 

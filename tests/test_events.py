@@ -247,3 +247,50 @@ def test_dropped_lines_are_counted_and_exported(tmp_path):
     assert points == [dropped]
     task_lines = [line for line in _lines(tmp_path / "logs") if "TASK" in line]
     assert len(task_lines) + dropped == 400
+
+
+def test_an_idle_pipeline_sleeps_until_the_next_event_and_then_drains_at_once():
+    from otel_memory.events import EventPipeline, Notice
+
+    pipeline = EventPipeline(period=0.02)
+    drains = []
+    real_drain = pipeline._drain
+
+    def counting_drain():
+        drains.append(time.monotonic())
+        real_drain()
+
+    pipeline._drain = counting_drain  # the thread calls it through the instance
+    got = []
+
+    class Sink:
+        def write(self, batch):
+            got.extend(batch)
+
+        def close(self):
+            pass
+
+    def notice(i):
+        return Notice("test", 20, f"n{i}", {}, time.time())
+
+    pipeline.set_sinks([Sink()])
+    try:
+        pipeline.put(notice(1))
+        deadline = time.monotonic() + 5
+        while not (got and pipeline._idle):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # WHEN nothing happens for 25 periods, THEN the thread does not wake at all
+        before = len(drains)
+        time.sleep(0.5)
+        assert len(drains) == before
+        # WHEN an event comes with a long period, THEN put() wakes the thread: no 30 s wait
+        pipeline.period = 30
+        pipeline.put(notice(2))
+        deadline = time.monotonic() + 5
+        while len(got) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert [event.body for event in got] == ["n1", "n2"]
+    finally:
+        pipeline.close()
