@@ -109,6 +109,23 @@ def _max_rss_bytes() -> int | None:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * _MAX_RSS_UNIT
 
 
+class _Forks:
+    """How many forks lie between this process and the one that imported the package.
+
+    A reading checks it instead of ``os.getpid()``, a system call per reading.
+    """
+
+    count = 0
+
+    @classmethod
+    def in_child(cls) -> None:
+        cls.count += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_Forks.in_child)
+
+
 class _ProcFiles:
     """Linux fast path: this process's ``/proc/self/statm`` and ``/proc/meminfo`` via ``pread``.
 
@@ -129,7 +146,7 @@ class _ProcFiles:
             raise OtelMemoryError("the compiled reading (otel_memory._proc) is not installed")
         self._statm_reader = _proc.statm if accelerated and _proc is not None else None
         self._page_size = os.sysconf("SC_PAGE_SIZE")
-        self._pid = -1
+        self._forks = -1  # the _Forks.count the files were opened under
         self._statm = -1
         self._meminfo = -1
         self._lock = threading.Lock()
@@ -140,6 +157,7 @@ class _ProcFiles:
         """Whether this platform has the files and they read as expected."""
         if not sys.platform.startswith("linux"):
             return False
+        files = None
         try:
             files = _ProcFiles()
             files.rss_vms()
@@ -147,24 +165,40 @@ class _ProcFiles:
             return True
         except (OSError, ValueError, IndexError):
             return False
+        finally:
+            if files is not None:
+                files.close()
 
     def _reopen(self) -> None:
         with self._lock:
-            if self._pid == os.getpid():
+            if self._forks == _Forks.count:
                 return
             flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
             statm = os.open("/proc/self/statm", flags)
             meminfo = os.open("/proc/meminfo", flags)
             old = (self._statm, self._meminfo)
-            self._statm, self._meminfo, self._pid = statm, meminfo, os.getpid()
+            self._statm, self._meminfo, self._forks = statm, meminfo, _Forks.count
         for fd in old:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
+    def close(self) -> None:
+        """Close the files (a later reading reopens them)."""
+        with self._lock:
+            old, self._statm, self._meminfo = (self._statm, self._meminfo), -1, -1
+            self._forks = -1
+        for fd in old:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
     def rss_vms(self) -> tuple[int, int]:
         """(RSS, VMS) in bytes."""
-        if self._pid != os.getpid():
+        if self._forks != _Forks.count:
             self._reopen()
         reader = self._statm_reader
         if reader is not None:

@@ -121,3 +121,14 @@ def test_both_statm_readings_read_this_process(accelerated):
     rss, vms = _ProcFiles(accelerated=accelerated).rss_vms()
     info = psutil.Process().memory_info()
     assert abs(rss - info.rss) < 16 * MB and abs(vms - info.vms) < 64 * MB
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_sources_that_are_dropped_close_their_files():
+    import gc
+
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        PsutilReadingSource().read()
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before
