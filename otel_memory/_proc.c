@@ -3,8 +3,10 @@
  *
  * statm(fd, page_size) -> (rss, vms): one pread of an open /proc/<pid>/statm, parsed in C,
  * in bytes.
+ * meminfo(fd) -> (available, total): MemAvailable and MemTotal of an open /proc/meminfo, bytes.
  *
- * Why: os.pread releases the GIL around the system call. Every task reads statm twice, so in a
+ * Why: os.pread releases the GIL around the system call. Every task reads statm twice (and
+ * meminfo every 10 ms), so in a
  * process whose other threads want the GIL (the monitor's events thread, the SDK's batch
  * processors, the host's own), each reading can hand the GIL over and wait to get it back: a
  * thread switch per task boundary. A read of a procfs file never blocks on I/O, so this one
@@ -15,6 +17,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static PyObject *
@@ -57,10 +60,67 @@ statm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         (long long)(size * (unsigned long long)page_size));
 }
 
+/* The value of `key` ("MemTotal:") in /proc/meminfo text, in bytes; -1 when absent. */
+static long long
+meminfo_field(const char *text, const char *key)
+{
+    size_t key_length = strlen(key);
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        if (strncmp(line, key, key_length) == 0) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long kib = strtoull(line + key_length, &end, 10);
+            if (errno != 0 || end == line + key_length) {
+                return -1;
+            }
+            return (long long)(kib * 1024ULL);
+        }
+        line = strchr(line, '\n');
+        if (line != NULL) {
+            line++;
+        }
+    }
+    return -1;
+}
+
+static PyObject *
+meminfo(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "meminfo(fd) takes 1 argument");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "not a file descriptor: %ld", fd);
+        return NULL;
+    }
+    char text[16384];
+    ssize_t got = pread((int)fd, text, sizeof(text) - 1, 0);
+    if (got < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    text[got] = '\0';
+    long long available = meminfo_field(text, "MemAvailable:");
+    long long total = meminfo_field(text, "MemTotal:");
+    if (available < 0 || total < 0) {
+        PyErr_SetString(PyExc_ValueError, "no MemAvailable/MemTotal in meminfo");
+        return NULL;
+    }
+    return Py_BuildValue("(LL)", available, total);
+}
+
 static PyMethodDef proc_methods[] = {
     {"statm", (PyCFunction)(void (*)(void))statm, METH_FASTCALL,
      "statm(fd, page_size) -> (rss, vms)\n\n"
      "RSS and VMS in bytes from an open /proc/<pid>/statm, read without releasing the GIL."},
+    {"meminfo", (PyCFunction)(void (*)(void))meminfo, METH_FASTCALL,
+     "meminfo(fd) -> (available, total)\n\n"
+     "MemAvailable and MemTotal in bytes from an open /proc/meminfo, read without releasing "
+     "the GIL."},
     {NULL, NULL, 0, NULL},
 };
 

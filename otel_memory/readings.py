@@ -145,6 +145,7 @@ class _ProcFiles:
         if accelerated and _proc is None:
             raise OtelMemoryError("the compiled reading (otel_memory._proc) is not installed")
         self._statm_reader = _proc.statm if accelerated and _proc is not None else None
+        self._meminfo_reader = _proc.meminfo if accelerated and _proc is not None else None
         self._page_size = os.sysconf("SC_PAGE_SIZE")
         self._forks = -1  # the _Forks.count the files were opened under
         self._statm = -1
@@ -207,14 +208,21 @@ class _ProcFiles:
 
     def available_total(self) -> tuple[int, int]:
         """(MemAvailable, MemTotal) in bytes (ValueError on kernels without MemAvailable)."""
-        data = os.pread(self._meminfo, 16384, 0)
-        return _meminfo_field(data, b"MemAvailable:"), _meminfo_field(data, b"MemTotal:")
+        reader = self._meminfo_reader
+        if reader is not None:
+            return reader(self._meminfo)
+        return parse_meminfo(os.pread(self._meminfo, 16384, 0))
 
 
 def parse_statm(data: bytes, page_size: int) -> tuple[int, int]:
     """(RSS, VMS) in bytes from ``/proc/<pid>/statm`` text (sizes in pages)."""
     fields = data.split()
     return int(fields[1]) * page_size, int(fields[0]) * page_size
+
+
+def parse_meminfo(data: bytes) -> tuple[int, int]:
+    """(MemAvailable, MemTotal) in bytes from ``/proc/meminfo`` text (ValueError if absent)."""
+    return _meminfo_field(data, b"MemAvailable:"), _meminfo_field(data, b"MemTotal:")
 
 
 def _meminfo_field(data: bytes, key: bytes) -> int:

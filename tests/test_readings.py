@@ -132,3 +132,54 @@ def test_sources_that_are_dropped_close_their_files():
         PsutilReadingSource().read()
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+_MEMINFO = (
+    b"MemTotal:       24684096 kB\nMemFree:        23100000 kB\n"
+    b"MemAvailable:   24159896 kB\nBuffers:           12345 kB\n"
+)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [_MEMINFO, _MEMINFO.replace(b"24159896", b"0"), b"MemAvailable: 1 kB\nMemTotal: 2 kB\n"],
+)
+def test_the_compiled_and_the_python_meminfo_parse_agree(tmp_path, content):
+    from otel_memory.readings import parse_meminfo
+
+    _proc = pytest.importorskip("otel_memory._proc")
+    path = tmp_path / "meminfo"
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert _proc.meminfo(fd) == parse_meminfo(content)
+    finally:
+        os.close(fd)
+
+
+def test_both_meminfo_parses_reject_a_kernel_without_memavailable(tmp_path):
+    from otel_memory.readings import parse_meminfo
+
+    _proc = pytest.importorskip("otel_memory._proc")
+    content = b"MemTotal:       24684096 kB\nMemFree:        23100000 kB\n"
+    path = tmp_path / "meminfo"
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(ValueError):
+            _proc.meminfo(fd)
+        with pytest.raises(ValueError):
+            parse_meminfo(content)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_both_meminfo_readings_read_this_host(accelerated):
+    if accelerated:
+        pytest.importorskip("otel_memory._proc")
+    available, total = _ProcFiles(accelerated=accelerated).available_total()
+    host = psutil.virtual_memory()
+    assert total == host.total
+    assert abs(available - host.available) < 256 * MB
