@@ -172,11 +172,13 @@ class EventPipeline:
             thread.start()
 
     def _run(self) -> None:
-        # While events flow, drain every `period` (a batch per write); when a drain finds the
-        # queue empty, sleep until put() wakes the thread: an idle process pays no wake-ups.
+        # While events flow, drain every `period` (a batch per write). Only after a whole period
+        # brought nothing does the thread sleep until put() wakes it: an idle process pays no
+        # wake-ups, and a busy one never makes put() wake the thread.
         me = threading.current_thread()
+        busy = True
         while self._thread is me:
-            if self._queue:
+            if busy or self._queue:
                 self._wakeup.wait(self.period)
             else:
                 self._idle = True
@@ -184,10 +186,12 @@ class EventPipeline:
                     self._wakeup.wait()
                 self._idle = False
             self._wakeup.clear()
-            self._drain()
+            busy = self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Write everything queued to the sinks; returns whether there was anything."""
         queue = self._queue
+        drained = bool(queue)
         with self._drain_lock:
             while queue:
                 batch: list[Event] = []
@@ -212,6 +216,7 @@ class EventPipeline:
                     "otel_memory: event queue drained again; %d events dropped so far",
                     self.dropped,
                 )
+        return drained
 
     def _after_fork_in_child(self) -> None:
         # The parent flushed before the fork; the child starts with an empty queue and its own

@@ -258,7 +258,7 @@ def test_an_idle_pipeline_sleeps_until_the_next_event_and_then_drains_at_once():
 
     def counting_drain():
         drains.append(time.monotonic())
-        real_drain()
+        return real_drain()
 
     pipeline._drain = counting_drain  # the thread calls it through the instance
     got = []
@@ -292,5 +292,40 @@ def test_an_idle_pipeline_sleeps_until_the_next_event_and_then_drains_at_once():
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert [event.body for event in got] == ["n1", "n2"]
+    finally:
+        pipeline.close()
+
+
+def test_a_steady_stream_never_makes_put_wake_the_thread():
+    from otel_memory.events import EventPipeline, Notice
+
+    class CountingEvent(threading.Event):
+        sets = 0
+
+        def set(self):
+            CountingEvent.sets += 1
+            super().set()
+
+    pipeline = EventPipeline(period=0.05)
+    pipeline._wakeup = CountingEvent()  # before the thread starts: it waits on this one
+    got = []
+
+    class Sink:
+        def write(self, batch):
+            got.extend(batch)
+
+        def close(self):
+            pass
+
+    pipeline.set_sinks([Sink()])
+    try:
+        for i in range(100):  # an event every 10 ms: a period never passes empty
+            pipeline.put(Notice("test", 20, f"n{i}", {}, time.time()))
+            time.sleep(0.01)
+        assert CountingEvent.sets == 0
+        deadline = time.monotonic() + 5
+        while len(got) < 100:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
     finally:
         pipeline.close()
