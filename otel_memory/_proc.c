@@ -20,19 +20,45 @@
 #include <string.h>
 #include <unistd.h>
 
+/* A file descriptor from a Python int; -1 with an exception set when it is not one. */
+static int
+fd_of(PyObject *value, int *fd)
+{
+    long number = PyLong_AsLong(value);
+    if (number == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (number < 0 || number > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "not a file descriptor: %ld", number);
+        return -1;
+    }
+    *fd = (int)number;
+    return 0;
+}
+
+/* The file's text from offset 0, NUL-terminated, with the GIL held (a procfs read never
+ * blocks); -1 with OSError set when the read fails. */
+static int
+read_text(int fd, char *text, size_t size)
+{
+    ssize_t got = pread(fd, text, size - 1, 0);
+    if (got < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    text[got] = '\0';
+    return 0;
+}
+
 static PyObject *
 statm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    int fd;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "statm(fd, page_size) takes 2 arguments");
         return NULL;
     }
-    long fd = PyLong_AsLong(args[0]);
-    if (fd == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "not a file descriptor: %ld", fd);
+    if (fd_of(args[0], &fd) < 0) {
         return NULL;
     }
     long long page_size = PyLong_AsLongLong(args[1]);
@@ -40,11 +66,9 @@ statm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     char text[256];
-    ssize_t got = pread((int)fd, text, sizeof(text) - 1, 0);
-    if (got < 0) {
-        return PyErr_SetFromErrno(PyExc_OSError);
+    if (read_text(fd, text, sizeof(text)) < 0) {
+        return NULL;
     }
-    text[got] = '\0';
     /* "size resident shared text lib data dt", in pages */
     char *end = NULL;
     errno = 0;
@@ -86,24 +110,18 @@ meminfo_field(const char *text, const char *key)
 static PyObject *
 meminfo(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    int fd;
     if (nargs != 1) {
         PyErr_SetString(PyExc_TypeError, "meminfo(fd) takes 1 argument");
         return NULL;
     }
-    long fd = PyLong_AsLong(args[0]);
-    if (fd == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "not a file descriptor: %ld", fd);
+    if (fd_of(args[0], &fd) < 0) {
         return NULL;
     }
     char text[16384];
-    ssize_t got = pread((int)fd, text, sizeof(text) - 1, 0);
-    if (got < 0) {
-        return PyErr_SetFromErrno(PyExc_OSError);
+    if (read_text(fd, text, sizeof(text)) < 0) {
+        return NULL;
     }
-    text[got] = '\0';
     long long available = meminfo_field(text, "MemAvailable:");
     long long total = meminfo_field(text, "MemTotal:");
     if (available < 0 || total < 0) {

@@ -249,8 +249,34 @@ def test_dropped_lines_are_counted_and_exported(tmp_path):
     assert len(task_lines) + dropped == 400
 
 
+class _ListSink:
+    """Keeps every event it is given."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def write(self, batch) -> None:
+        self.events.extend(batch)
+
+    def close(self) -> None:
+        pass
+
+
+def _notice(i: int):
+    from otel_memory.events import Notice
+
+    return Notice("test", 20, f"n{i}", {}, time.time())
+
+
+def _wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def test_an_idle_pipeline_sleeps_until_the_next_event_and_then_drains_at_once():
-    from otel_memory.events import EventPipeline, Notice
+    from otel_memory.events import EventPipeline
 
     pipeline = EventPipeline(period=0.02)
     drains = []
@@ -261,43 +287,26 @@ def test_an_idle_pipeline_sleeps_until_the_next_event_and_then_drains_at_once():
         return real_drain()
 
     pipeline._drain = counting_drain  # the thread calls it through the instance
-    got = []
-
-    class Sink:
-        def write(self, batch):
-            got.extend(batch)
-
-        def close(self):
-            pass
-
-    def notice(i):
-        return Notice("test", 20, f"n{i}", {}, time.time())
-
-    pipeline.set_sinks([Sink()])
+    sink = _ListSink()
+    pipeline.set_sinks([sink])
     try:
-        pipeline.put(notice(1))
-        deadline = time.monotonic() + 5
-        while not (got and pipeline._idle):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        pipeline.put(_notice(1))
+        _wait_for(lambda: sink.events and pipeline._idle)
         # WHEN nothing happens for 25 periods, THEN the thread does not wake at all
         before = len(drains)
         time.sleep(0.5)
         assert len(drains) == before
         # WHEN an event comes with a long period, THEN put() wakes the thread: no 30 s wait
         pipeline.period = 30
-        pipeline.put(notice(2))
-        deadline = time.monotonic() + 5
-        while len(got) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        assert [event.body for event in got] == ["n1", "n2"]
+        pipeline.put(_notice(2))
+        _wait_for(lambda: len(sink.events) == 2)
+        assert [event.body for event in sink.events] == ["n1", "n2"]
     finally:
         pipeline.close()
 
 
 def test_a_steady_stream_never_makes_put_wake_the_thread():
-    from otel_memory.events import EventPipeline, Notice
+    from otel_memory.events import EventPipeline
 
     class CountingEvent(threading.Event):
         sets = 0
@@ -308,24 +317,13 @@ def test_a_steady_stream_never_makes_put_wake_the_thread():
 
     pipeline = EventPipeline(period=0.05)
     pipeline._wakeup = CountingEvent()  # before the thread starts: it waits on this one
-    got = []
-
-    class Sink:
-        def write(self, batch):
-            got.extend(batch)
-
-        def close(self):
-            pass
-
-    pipeline.set_sinks([Sink()])
+    sink = _ListSink()
+    pipeline.set_sinks([sink])
     try:
         for i in range(100):  # an event every 10 ms: a period never passes empty
-            pipeline.put(Notice("test", 20, f"n{i}", {}, time.time()))
+            pipeline.put(_notice(i))
             time.sleep(0.01)
         assert CountingEvent.sets == 0
-        deadline = time.monotonic() + 5
-        while len(got) < 100:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _wait_for(lambda: len(sink.events) == 100)
     finally:
         pipeline.close()

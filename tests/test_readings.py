@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -81,34 +82,33 @@ def test_the_compiled_statm_reading_is_built_and_used_by_default():
     assert readings._ProcFiles()._statm_reader is not None
 
 
+@contextlib.contextmanager
+def _open_bytes(tmp_path, content: bytes):
+    """A read-only descriptor of a file holding ``content`` (a crafted /proc file)."""
+    path = tmp_path / "crafted"
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize(
     "content",
     [b"8318 6942 2615 1 0 4561 0\n", b"1 0 0 0 0 0 0\n", b"123456789 98765432 0 0 0 0 0\n"],
 )
 def test_the_compiled_and_the_python_statm_parse_agree(tmp_path, content):
     _proc = pytest.importorskip("otel_memory._proc")
-
-    path = tmp_path / "statm"
-    path.write_bytes(content)
-    fd = os.open(path, os.O_RDONLY)
-    try:
+    with _open_bytes(tmp_path, content) as fd:
         for page_size in (4096, 16384):
             assert _proc.statm(fd, page_size) == parse_statm(content, page_size)
-    finally:
-        os.close(fd)
 
 
 def test_the_compiled_statm_reading_rejects_what_is_not_statm(tmp_path):
     _proc = pytest.importorskip("otel_memory._proc")
-
-    path = tmp_path / "statm"
-    path.write_bytes(b"not numbers\n")
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with pytest.raises(ValueError, match="statm"):
-            _proc.statm(fd, 4096)
-    finally:
-        os.close(fd)
+    with _open_bytes(tmp_path, b"not numbers\n") as fd, pytest.raises(ValueError, match="statm"):
+        _proc.statm(fd, 4096)
     with pytest.raises(OSError):
         _proc.statm(fd, 4096)  # closed
 
@@ -148,13 +148,8 @@ def test_the_compiled_and_the_python_meminfo_parse_agree(tmp_path, content):
     from otel_memory.readings import parse_meminfo
 
     _proc = pytest.importorskip("otel_memory._proc")
-    path = tmp_path / "meminfo"
-    path.write_bytes(content)
-    fd = os.open(path, os.O_RDONLY)
-    try:
+    with _open_bytes(tmp_path, content) as fd:
         assert _proc.meminfo(fd) == parse_meminfo(content)
-    finally:
-        os.close(fd)
 
 
 def test_both_meminfo_parses_reject_a_kernel_without_memavailable(tmp_path):
@@ -162,16 +157,10 @@ def test_both_meminfo_parses_reject_a_kernel_without_memavailable(tmp_path):
 
     _proc = pytest.importorskip("otel_memory._proc")
     content = b"MemTotal:       24684096 kB\nMemFree:        23100000 kB\n"
-    path = tmp_path / "meminfo"
-    path.write_bytes(content)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with pytest.raises(ValueError):
-            _proc.meminfo(fd)
-        with pytest.raises(ValueError):
-            parse_meminfo(content)
-    finally:
-        os.close(fd)
+    with _open_bytes(tmp_path, content) as fd, pytest.raises(ValueError):
+        _proc.meminfo(fd)
+    with pytest.raises(ValueError):
+        parse_meminfo(content)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
