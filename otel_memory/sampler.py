@@ -123,7 +123,11 @@ def _record_high_water(runtime: Runtime) -> None:
     read_high_water = getattr(runtime.source, "read_high_water", None)
     if read_high_water is None:
         return
-    high_water = read_high_water()
+    try:
+        high_water = read_high_water()
+    except Exception as exc:  # a custom source's trouble must not stop the sampler
+        runtime.warn_once("high water", "otel_memory: high-water mark unreadable: %r", exc)
+        return
     previous, runtime.high_water = runtime.high_water, high_water
     if high_water is not None and previous is not None and high_water > previous:
         runtime.open_tasks.record_high_water(high_water, runtime.sampler.ticks - 1)

@@ -395,3 +395,18 @@ def test_a_high_reached_before_a_task_opened_is_not_its_peak(span_exporter, fake
     after = _only_span(span_exporter, "opened after the high")
     assert across.attributes[attr.RSS_PEAK] == 800 * MB
     assert after.attributes[attr.RSS_PEAK] == 100 * MB
+
+
+def test_a_source_whose_high_water_mark_fails_never_stops_the_sampler(span_exporter, fake_source):
+    rt = get_runtime()
+
+    def broken() -> int:
+        raise OSError("no getrusage here")
+
+    fake_source.read_high_water = broken
+    rt.sampler.interval = 0.02
+    with traced_task("still sampled"):
+        ticks = rt.sampler.ticks
+        time.sleep(0.2)
+        assert rt.sampler.running and rt.sampler.ticks >= ticks + 3
+    assert [s.name for s in span_exporter.get_finished_spans()] == ["still sampled"]
