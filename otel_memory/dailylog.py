@@ -51,17 +51,13 @@ class DailyLogWriter:
         """Append ``(timestamp, message)`` lines; each timestamp picks the file, starts the line."""
         pending: list[str] = []
         pending_file: str | None = None
-        second = -1
-        stamp = file_name = ""
-        for timestamp, message in lines:
-            if int(timestamp) != second:  # lines come in bursts: most share their second
-                second = int(timestamp)
-                stamp, file_name = format_timestamp(second), log_file_name(second)
+        for timestamp, message in lines:  # both names are cached per second in logline
+            file_name = log_file_name(timestamp)
             if file_name != pending_file and pending:
                 self._append(pending_file, pending)  # type: ignore[arg-type]
                 pending = []
             pending_file = file_name
-            pending.append(f"{stamp} {message}\n")
+            pending.append(f"{format_timestamp(timestamp)} {message}\n")
         if pending:
             self._append(pending_file, pending)  # type: ignore[arg-type]
 
