@@ -12,7 +12,7 @@ PYENV_VERSIONS ?= $(HOME)/.pyenv/versions
 .PHONY: install demo test test-all test-other-pythons lint bench bench-all clean
 
 # The compiled parts are built in place by the install: their sources are prerequisites too.
-BUILD_INPUTS := pyproject.toml setup.py otel_memory/_census.c otel_memory/_proc.c
+BUILD_INPUTS := pyproject.toml setup.py otel_memory/activity/_census.c otel_memory/kernel/_proc.c
 
 $(STAMP): $(BUILD_INPUTS)
 	$(PYTHON) -m venv $(VENV)
@@ -51,9 +51,11 @@ test-python%: .venv-%/.installed
 	.venv-$*/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
+## ruff, mypy --strict, and import-linter's layer contracts (pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check otel_memory tests examples benchmarks
 	$(BIN)/mypy --strict otel_memory
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
@@ -68,4 +70,4 @@ bench-all: bench
 
 clean:
 	rm -rf $(VENV) $(OTHER_PYTHONS:%=.venv-%) logs .pytest_cache .mypy_cache .ruff_cache
-	rm -rf build *.egg-info otel_memory/_census.*.so otel_memory/_proc.*.so
+	rm -rf build *.egg-info otel_memory/*/_census.*.so otel_memory/*/_proc.*.so

@@ -1,8 +1,8 @@
 """Builds the optional compiled parts; everything else is declared in pyproject.toml.
 
-* ``otel_memory._census``: the heap census's compiled pass (``otel_memory.census``);
-* ``otel_memory._proc``: the task path's ``statm`` reading, which keeps the GIL
-  (``otel_memory.readings``).
+* ``otel_memory.activity._census``: the heap census's compiled pass (``otel_memory.activity.census``);
+* ``otel_memory.kernel._proc``: the task path's ``statm`` reading, which keeps the GIL
+  (``otel_memory.kernel.readings``).
 
 Without a working C compiler the build skips them (``optional=True``) and the package uses its
 pure-Python code for the same results.
@@ -12,7 +12,7 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("otel_memory._census", sources=["otel_memory/_census.c"], optional=True),
-        Extension("otel_memory._proc", sources=["otel_memory/_proc.c"], optional=True),
+        Extension("otel_memory.activity._census", sources=["otel_memory/activity/_census.c"], optional=True),
+        Extension("otel_memory.kernel._proc", sources=["otel_memory/kernel/_proc.c"], optional=True),
     ]
 )

@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from otel_memory.logline import Marker, format_message
+from otel_memory.base.logline import Marker, format_message
 from otel_memory.testing import reading
 
 TARGET_LINES_PER_SECOND = 300_000

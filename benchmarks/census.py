@@ -36,7 +36,7 @@ import objgraph
 from _common import build_heap, python_line
 from pympler import muppy, summary
 
-from otel_memory.census import ACCELERATED, take_census
+from otel_memory.activity.census import ACCELERATED, take_census
 
 
 class Ticker:
@@ -144,7 +144,7 @@ def main() -> None:
           f"{len(census.counts):,} classes, {census.total_size / 2**20:,.1f} MB shallow; "
           f"{len(heap):,} top-level items")
     print(f"{python_line()}; median of {args.rounds} interleaved rounds")
-    print(f"compiled census pass (otel_memory._census): "
+    print(f"compiled census pass (otel_memory.activity._census): "
           f"{'installed' if ACCELERATED else 'NOT installed, pure Python only'}")
     print()
     print(f"{'what':<54} {'wall s':>7} {'min s':>7} {'x objgraph':>10} {'CPU s':>7} "

@@ -23,7 +23,7 @@ import timeit
 import tracemalloc
 from collections.abc import Callable
 
-from otel_memory.deepcapture import DeepCapture
+from otel_memory.guards.deepcapture import DeepCapture
 
 MB = 1_048_576
 

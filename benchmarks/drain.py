@@ -38,14 +38,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # After the providers, as opentelemetry-instrument orders it.
     from otel_memory import traced_task
-    from otel_memory.config import ExportLogs
-    from otel_memory.dailylog import DailyLogSink, DailyLogWriter
-    from otel_memory.events import Event, EventPipeline, LoggerSink, Sink
-    from otel_memory.lastrun import RunState
-    from otel_memory.logbridge import OTelLogSink
-    from otel_memory.metrics import TaskHistograms
-    from otel_memory.monitor import _HistogramSink, _RunStateSink
-    from otel_memory.runtime import get_runtime
+    from otel_memory.activity.events import Event, EventPipeline, LoggerSink, Sink
+    from otel_memory.activity.opentask import OpenTasks
+    from otel_memory.base.config import ExportLogs
+    from otel_memory.guards.lastrun import RunState
+    from otel_memory.guards.runstate import RunStateFeed
+    from otel_memory.runtime.runtime import get_runtime
+    from otel_memory.sinks.dailylog import DailyLogSink, DailyLogWriter
+    from otel_memory.sinks.histograms import HistogramSink, TaskHistograms
+    from otel_memory.sinks.logbridge import OTelLogSink
 
     class Recorder:
         def __init__(self) -> None:
@@ -74,16 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         run_state = RunState(log_dir)
         run_state.begin()
         daily = DailyLogSink(DailyLogWriter(log_dir))
-        histograms = _HistogramSink(TaskHistograms())
+        histograms = HistogramSink(TaskHistograms())
         sinks: dict[str, Sink] = {
             "LoggerSink (notices to the otel_memory logger)": LoggerSink(),
             "DailyLogSink (format + write)": daily,
-            "_RunStateSink": _RunStateSink(run_state),
+            "RunStateFeed": RunStateFeed(run_state, OpenTasks()),
             "OTelLogSink, export_logs: events": OTelLogSink(ExportLogs.EVENTS),
             "OTelLogSink, export_logs: all": OTelLogSink(ExportLogs.ALL),
-            "_HistogramSink (2 records per END)": histograms,
+            "HistogramSink (2 records per END)": histograms,
         }
-        common: list[Sink] = [LoggerSink(), daily, _RunStateSink(run_state)]
+        common: list[Sink] = [LoggerSink(), daily, RunStateFeed(run_state, OpenTasks())]
         drains = {
             "whole drain, export_logs: events": [*common, OTelLogSink(ExportLogs.EVENTS),
                                                  histograms],

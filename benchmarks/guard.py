@@ -24,10 +24,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import otel_memory
-from otel_memory.config import config_from_dict
-from otel_memory.limits import CgroupMemory
-from otel_memory.readings import PsutilReadingSource
-from otel_memory.runtime import get_runtime
+from otel_memory.base.config import config_from_dict
+from otel_memory.kernel.limits import CgroupMemory
+from otel_memory.kernel.readings import PsutilReadingSource
+from otel_memory.runtime.runtime import get_runtime
 
 
 class _Drop(SpanExporter):
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                 "log_dir": log_dir, "interval_seconds": 3600, "retention_days": 0}}}})
         )
         runtime = get_runtime()
-        guard = runtime.on_reading
+        guard = runtime.reader.on_reading
         sources = {"host": PsutilReadingSource(limits=_HostOnly()),
                    "cgroup": PsutilReadingSource(limits=CgroupMemory())}
         setups = {
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, list[float]] = {name: [] for name in setups}
         for _ in range(args.rounds):
             for name, (listener, source) in setups.items():
-                runtime.on_reading = listener
+                runtime.reader.on_reading = listener
                 runtime.set_reading_source(sources[source])
                 for _ in range(1_000):
                     task()
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     task()
                 results[name].append((time.thread_time() - started) / args.calls * 1e6)
                 runtime.events.flush()
-        runtime.on_reading = guard
+        runtime.reader.on_reading = guard
         otel_memory.stop()
 
     base = statistics.median(results["guard off"])

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-from otel_memory.census import take_census
-from otel_memory.config import load_config
-from otel_memory.profiler import Profiler
+from otel_memory.activity.census import take_census
+from otel_memory.base.config import load_config
+from otel_memory.guards.profiler import Profiler
 
 DEFAULT_INTERVAL = 60.0
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")

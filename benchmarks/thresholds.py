@@ -24,9 +24,9 @@ import sys
 import timeit
 from collections.abc import Callable
 
-from otel_memory.config import Thresholds
-from otel_memory.readings import PsutilReadingSource
-from otel_memory.thresholds import MB, ThresholdGuard
+from otel_memory.base.config import Thresholds
+from otel_memory.guards.thresholds import MB, ThresholdGuard
+from otel_memory.kernel.readings import PsutilReadingSource
 
 RSS, AVAILABLE, FREE = 300 * MB, 4096 * MB, 0.8
 

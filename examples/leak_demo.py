@@ -31,7 +31,7 @@ from _embedded import configure_embedded_default
 
 import otel_memory
 from otel_memory import traced_task
-from otel_memory.profiler import Profiler, format_snapshot
+from otel_memory.guards.profiler import Profiler, format_snapshot
 
 BOUNDED_CACHE_SIZE = 1000
 

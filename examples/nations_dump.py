@@ -45,8 +45,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import otel_memory
 from otel_memory import clear_active_task, set_active_task, traced_task
-from otel_memory.config import config_from_dict
-from otel_memory.monitor import current_config
+from otel_memory.api import current_config
+from otel_memory.base.config import config_from_dict
 
 MB = 1024 * 1024
 DUMP_FORMAT_VERSION = 2  # bump when the generator changes, so cached dumps are rebuilt

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 import otel_memory
-from otel_memory.lastrun import RunState, claim_dead_runs
-from otel_memory.readings import PsutilReadingSource
+from otel_memory.guards.lastrun import RunState, claim_dead_runs
+from otel_memory.kernel.readings import PsutilReadingSource
 
 V1_MEMORY = "/sys/fs/cgroup/memory"
 TASK = "Nations Dump Processing"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from otel_memory.readings import MB, MemoryReading
+from otel_memory.kernel.readings import MB, MemoryReading
 
 
 def reading(

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_memory.runtime import get_runtime
+from otel_memory.runtime.runtime import get_runtime
 from otel_memory.testing import FakeReadingSource
 
 _EXPORTER = InMemorySpanExporter()

@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import pytest
 
-from otel_memory import census as census_module
-from otel_memory.census import (
+from otel_memory.activity import census as census_module
+from otel_memory.activity.census import (
     ACCELERATED,
     OTHER,
     HeapCensus,
@@ -23,13 +23,13 @@ from otel_memory.census import (
     take_census,
     yield_gil,
 )
-from otel_memory.errors import OtelMemoryError
+from otel_memory.base.errors import OtelMemoryError
 
 
 @pytest.fixture(
     params=[
         pytest.param(True, id="compiled", marks=pytest.mark.skipif(
-            not ACCELERATED, reason="otel_memory._census is not built")),
+            not ACCELERATED, reason="otel_memory.activity._census is not built")),
         pytest.param(False, id="pure-python"),
     ]
 )
@@ -160,7 +160,7 @@ def every_kind_of_object() -> list[object]:
 
 def test_both_passes_give_exactly_the_same_census():
     if not ACCELERATED:
-        pytest.skip("otel_memory._census is not built")
+        pytest.skip("otel_memory.activity._census is not built")
     objs = every_kind_of_object()
 
     compiled = take_census(objects=lambda: list(objs), accelerated=True)
@@ -173,7 +173,7 @@ def test_both_passes_give_exactly_the_same_census():
 
 def test_both_passes_agree_on_the_real_heap():
     if not ACCELERATED:
-        pytest.skip("otel_memory._census is not built")
+        pytest.skip("otel_memory.activity._census is not built")
     # Objects come and go between two censuses (the census's own, pytest's); a class made for
     # this test and a few builtins with a stable population are compared.
     class Mine:
@@ -194,8 +194,8 @@ def test_both_passes_agree_on_the_real_heap():
 
 def test_the_compiled_pass_is_built_and_used_by_default():
     # The development install (make install) and CI build it: a missing compiler shows here.
-    assert ACCELERATED, "otel_memory._census was not built (no working C compiler?)"
-    from otel_memory import _census
+    assert ACCELERATED, "otel_memory.activity._census was not built (no working C compiler?)"
+    from otel_memory.activity import _census
 
     assert _census.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
     calls: list[object] = []
@@ -401,7 +401,7 @@ def test_a_thread_building_tuples_never_fails_during_compiled_censuses():
     # GIVEN a thread that builds tuples from generators non-stop: each is resized while it is
     # built, and CPython raises SystemError there if anyone else holds it (gh-59313)
     if not ACCELERATED:
-        pytest.skip("otel_memory._census is not built")
+        pytest.skip("otel_memory.activity._census is not built")
     stop, errors, built = threading.Event(), [], [0]
 
     def build() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from otel_memory.census import ACCELERATED, take_census
+from otel_memory.activity.census import ACCELERATED, take_census
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +22,7 @@ def _require_memray(request):
     "accelerated",
     [
         pytest.param(True, id="compiled", marks=pytest.mark.skipif(
-            not ACCELERATED, reason="otel_memory._census is not built")),
+            not ACCELERATED, reason="otel_memory.activity._census is not built")),
         pytest.param(False, id="pure-python"),
     ],
 )

@@ -415,8 +415,8 @@ def test_an_idle_plateau_is_one_peak(tmp_path, capsys):
 
 
 def test_idle_points_stay_bounded_and_keep_the_slope():
+    from otel_memory.base.trend import fit
     from otel_memory.cli.pipeline import _IdlePoints
-    from otel_memory.trend import fit
 
     points = _IdlePoints(limit=1000)
     times = [120.0 * i for i in range(10_000)]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import otel_memory
+from otel_memory.base.version import __version__
 from otel_memory.cli import main
-from otel_memory.version import __version__
 
 LINES = [
     "2025-11-16 08:30:00 >>> TASK START [Nations Dump Download] | RSS:  245.3 MB | VMS:  512.1 MB | System Available: 1024.5 MB (50.2% free)",

@@ -8,9 +8,9 @@ from datetime import datetime
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from otel_memory.base.logline import LINE_PATTERN, Marker, format_line, parse_line, sanitize_name
 from otel_memory.cli.pipeline import Analyzer
-from otel_memory.logline import LINE_PATTERN, Marker, format_line, parse_line, sanitize_name
-from otel_memory.readings import MB, MemoryReading
+from otel_memory.kernel.readings import MB, MemoryReading
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -15,11 +15,12 @@ import yaml
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_memory import attributes
-from otel_memory.config import Thresholds, config_from_dict
-from otel_memory.metrics import METER_NAME, TaskHistograms, install_metrics
-from otel_memory.profiler import Profiler
-from otel_memory.readings import MB
+from otel_memory.base import attributes
+from otel_memory.base.config import Thresholds, config_from_dict
+from otel_memory.guards.profiler import Profiler
+from otel_memory.kernel.readings import MB
+from otel_memory.sinks.gauges import METER_NAME, install_metrics
+from otel_memory.sinks.histograms import TaskHistograms
 from otel_memory.testing import FakeReadingSource, reading
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "collector-config"

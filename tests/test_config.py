@@ -11,8 +11,8 @@ import typing
 import pytest
 
 from otel_memory import Config, ConfigError, load_config
-from otel_memory import environment_variables as env_vars
-from otel_memory.config import (
+from otel_memory.base import environment_variables as env_vars
+from otel_memory.base.config import (
     DAY_SECONDS,
     DeepCaptureConfig,
     ExportLogs,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from otel_memory.dailylog import DailyLogSink, DailyLogWriter
-from otel_memory.events import EventPipeline, LineEvent
-from otel_memory.logline import LINE_PATTERN, Marker, format_line, parse_line
-from otel_memory.readings import MB, MemoryReading, PsutilReadingSource
+from otel_memory.activity.events import EventPipeline, LineEvent
+from otel_memory.base.logline import LINE_PATTERN, Marker, format_line, parse_line
+from otel_memory.kernel.readings import MB, MemoryReading, PsutilReadingSource
+from otel_memory.sinks.dailylog import DailyLogSink, DailyLogWriter
 from otel_memory.testing import ManualClock, reading
 
 SEED_LINES = [
@@ -189,8 +189,8 @@ def test_concurrent_threads_never_split_or_lose_a_line(memory_logger, tmp_path):
 
 WRITER = """
 import sys
-from otel_memory.dailylog import DailyLogWriter
-from otel_memory.logline import Marker, format_message
+from otel_memory.sinks.dailylog import DailyLogWriter
+from otel_memory.base.logline import Marker, format_message
 from otel_memory.testing import reading
 writer = DailyLogWriter(sys.argv[1])
 for i in range(300):
@@ -256,7 +256,7 @@ def test_host_logging_configuration_neither_silences_nor_receives_the_lines(tmp_
     root.setLevel(logging.CRITICAL)
     try:
         import otel_memory
-        from otel_memory.config import config_from_dict
+        from otel_memory.base.config import config_from_dict
 
         otel_memory.start(config_from_dict({"general": {"monitoring": {"memory_monitor": {
             "log_dir": str(tmp_path / "logs"), "retention_days": 0, "export_logs": "none"}}}}))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from otel_memory.deepcapture import AllocationReport, DeepCapture
+from otel_memory.guards.deepcapture import AllocationReport, DeepCapture
 
 MB = 1_048_576
 _process = psutil.Process()

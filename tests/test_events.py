@@ -14,11 +14,13 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
 import otel_memory
-from otel_memory import monitor, traced_task
-from otel_memory.config import config_from_dict
-from otel_memory.dailylog import DailyLogSink, DailyLogWriter
-from otel_memory.logline import parse_line
-from otel_memory.runtime import get_runtime
+from otel_memory import api as monitor
+from otel_memory import traced_task
+from otel_memory.base.config import config_from_dict
+from otel_memory.base.logline import parse_line
+from otel_memory.runtime.monitor import STARTED, STOPPED
+from otel_memory.runtime.runtime import get_runtime
+from otel_memory.sinks.dailylog import DailyLogSink, DailyLogWriter
 from otel_memory.testing import reading
 
 
@@ -118,10 +120,10 @@ def test_export_logs_all_sends_every_line_in_order(tmp_path, span_exporter):
     otel_memory.stop()
     bodies = [parse_line(r.log_record.body) for r in exporter.get_finished_logs()]
     assert [(b.marker.short, b.name) for b in bodies] == [
-        ("CHECK", monitor.STARTED),
+        ("CHECK", STARTED),
         ("START", "t0"), ("END", "t0"), ("START", "t1"), ("END", "t1"),
         ("START", "t2"), ("END", "t2"),
-        ("CHECK", monitor.STOPPED),
+        ("CHECK", STOPPED),
     ]
 
 
@@ -179,7 +181,7 @@ FORKER = """
 import os, sys
 import otel_memory
 from otel_memory import traced_task
-from otel_memory.config import config_from_dict
+from otel_memory.base.config import config_from_dict
 otel_memory.start(config_from_dict({"general": {"monitoring": {"memory_monitor": {
     "log_dir": sys.argv[1], "retention_days": 0}}}}))
 for i in range(100):
@@ -207,8 +209,8 @@ def test_fork_loses_nothing_and_duplicates_nothing(tmp_path):
     for i in range(50):
         assert names.count(f"child {i}") == 2
     assert names.count("parent after fork") == 2
-    assert names.count(monitor.STARTED) == 1
-    assert names.count(monitor.STOPPED) == 2  # the child's stop() and the parent's exit
+    assert names.count(STARTED) == 1
+    assert names.count(STOPPED) == 2  # the child's stop() and the parent's exit
 
 
 def test_dropped_lines_are_counted_and_exported(tmp_path):
@@ -263,7 +265,7 @@ class _ListSink:
 
 
 def _notice(i: int):
-    from otel_memory.events import Notice
+    from otel_memory.activity.events import Notice
 
     return Notice("test", 20, f"n{i}", {}, time.time())
 
@@ -276,7 +278,7 @@ def _wait_for(condition, timeout: float = 5.0) -> None:
 
 
 def test_an_idle_pipeline_sleeps_until_the_next_event_and_then_drains_at_once():
-    from otel_memory.events import EventPipeline
+    from otel_memory.activity.events import EventPipeline
 
     pipeline = EventPipeline(period=0.02)
     drains = []
@@ -306,7 +308,7 @@ def test_an_idle_pipeline_sleeps_until_the_next_event_and_then_drains_at_once():
 
 
 def test_a_steady_stream_never_makes_put_wake_the_thread():
-    from otel_memory.events import EventPipeline
+    from otel_memory.activity.events import EventPipeline
 
     class CountingEvent(threading.Event):
         sets = 0

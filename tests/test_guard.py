@@ -10,9 +10,10 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
 import otel_memory
-from otel_memory import monitor, traced_task
-from otel_memory.config import config_from_dict
-from otel_memory.readings import MB, PsutilReadingSource
+from otel_memory import traced_task
+from otel_memory.base.config import config_from_dict
+from otel_memory.guards.notices import ALLOCATIONS_EVENT, THRESHOLD_EVENT
+from otel_memory.kernel.readings import MB, PsutilReadingSource
 
 
 def _start(tmp_path, **monitor_keys):
@@ -53,14 +54,14 @@ def test_one_event_per_crossing_rearmed_after_hysteresis(tmp_path, span_exporter
         _hold(150, 0.4)  # the second crossing
     otel_memory.stop()
 
-    records = _events(exporter, monitor.THRESHOLD_EVENT)
+    records = _events(exporter, THRESHOLD_EVENT)
     assert [r.attributes["otel_memory.threshold.name"] for r in records] == ["rss_warning"] * 2
     for record in records:
         assert record.attributes["otel_memory.threshold.value"] == warning * MB
         assert record.attributes["otel_memory.value"] > warning * MB
         assert record.attributes["otel_memory.task.name"] == "Nations Dump Processing"
     (span,) = span_exporter.get_finished_spans()
-    assert [e.name for e in span.events] == [monitor.THRESHOLD_EVENT] * 2
+    assert [e.name for e in span.events] == [THRESHOLD_EVENT] * 2
 
 
 def test_deep_capture_names_the_allocating_line_and_leaves_tracemalloc_off(
@@ -83,12 +84,12 @@ def test_deep_capture_names_the_allocating_line_and_leaves_tracemalloc_off(
 
     assert not tracemalloc.is_tracing()
     spans = {s.name: s for s in span_exporter.get_finished_spans()}
-    (event,) = [e for e in spans["Nations Dump Processing"].events if e.name == monitor.ALLOCATIONS_EVENT]
+    (event,) = [e for e in spans["Nations Dump Processing"].events if e.name == ALLOCATIONS_EVENT]
     top_site = event.attributes["otel_memory.allocation.sites"][0]
     assert top_site.endswith(f"test_guard.py:{_line_of('held += [')}")
     assert event.attributes["otel_memory.allocation.bytes"][0] >= 140 * MB
     assert not spans["Small Task"].events
-    assert len(_events(exporter, monitor.ALLOCATIONS_EVENT)) == 1
+    assert len(_events(exporter, ALLOCATIONS_EVENT)) == 1
     del held
 
 
@@ -111,7 +112,7 @@ def test_threshold_events_reach_the_otel_memory_logger(tmp_path, caplog):
     with traced_task("Nations Dump Processing"):
         _hold(150, 0.3)
     otel_memory.stop()
-    records = [r for r in caplog.records if getattr(r, "event_name", None) == monitor.THRESHOLD_EVENT]
+    records = [r for r in caplog.records if getattr(r, "event_name", None) == THRESHOLD_EVENT]
     assert len(records) == 1
     assert records[0].levelno == logging.WARNING
     assert getattr(records[0], "otel_memory.threshold.name") == "rss_warning"

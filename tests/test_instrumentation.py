@@ -13,10 +13,11 @@ import pytest
 from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
 from opentelemetry.util._importlib_metadata import entry_points
 
-from otel_memory import monitor
-from otel_memory.config import config_from_dict
+from otel_memory import api as monitor
+from otel_memory.base.config import config_from_dict
+from otel_memory.base.logline import Marker, parse_line
 from otel_memory.instrumentation import MemoryInstrumentor
-from otel_memory.logline import Marker, parse_line
+from otel_memory.runtime.monitor import STARTED, STOPPED
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
@@ -69,7 +70,7 @@ def test_instrument_starts_and_uninstrument_stops_the_monitor(instrumentor, tmp_
 
     assert not monitor.is_running()
     names = [line.name for line in _lines(tmp_path)]
-    assert names == [monitor.STARTED, monitor.STOPPED]
+    assert names == [STARTED, STOPPED]
 
 
 def test_yaml_path_given_as_config(instrumentor, tmp_path):
@@ -81,7 +82,7 @@ def test_yaml_path_given_as_config(instrumentor, tmp_path):
 
     assert monitor.current_config().monitor.log_dir == str(log_dir)
     monitor.flush()  # lines are written by the monitor's own thread
-    assert [line.name for line in _lines(log_dir)] == [monitor.STARTED]
+    assert [line.name for line in _lines(log_dir)] == [STARTED]
 
 
 def test_bad_configuration_is_logged_not_raised(instrumentor, monkeypatch, caplog):
@@ -140,7 +141,7 @@ def test_given_providers_receive_spans_metrics_and_records(instrumentor, tmp_pat
     }
     assert "otel_memory.limit" in names and "otel_memory.task.rss.growth" in names
     bodies = [r.log_record.body for r in logs.get_finished_logs()]
-    assert any(monitor.STARTED in str(body) for body in bodies)
+    assert any(STARTED in str(body) for body in bodies)
 
 
 def test_otel_sdk_disabled_makes_it_a_no_op(instrumentor, tmp_path, monkeypatch):
@@ -193,10 +194,10 @@ def test_opentelemetry_instrument_loads_it(tmp_path):
     assert "app done" in result.stdout
     lines = _lines(tmp_path / "logs")
     assert [(line.marker, line.name) for line in lines] == [
-        (Marker.CHECK, monitor.STARTED),
+        (Marker.CHECK, STARTED),
         (Marker.START, "Tiny Job"),
         (Marker.END, "Tiny Job"),
-        (Marker.CHECK, monitor.STOPPED),
+        (Marker.CHECK, STOPPED),
     ]
 
 

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from otel_memory.lastrun import STATE_DIR, DeadRun, RunState, claim_dead_runs
+from otel_memory.base.diagnostics import WarnOnce
+from otel_memory.guards.lastrun import STATE_DIR, DeadRun, RunState, claim_dead_runs
 
 MB = 1024 * 1024
 
 # A child that begins, records a task, says "ready" and waits; argv: log_dir, counter file, mode.
 CHILD = """
 import sys, time
-from otel_memory.lastrun import RunState
+from otel_memory.guards.lastrun import RunState
 log_dir, counter, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 state = RunState(log_dir, oom_kill_files=[counter] if counter else [])
 dead = state.begin()
@@ -233,7 +234,7 @@ def test_runs_of_another_host_are_left_alone(tmp_path: Path) -> None:
 
 START_TOGETHER = """
 import json, os, sys, time
-from otel_memory.lastrun import RunState
+from otel_memory.guards.lastrun import RunState
 state = RunState(sys.argv[1], oom_kill_files=[])
 while not os.path.exists(sys.argv[2]):
     time.sleep(0.001)
@@ -270,9 +271,10 @@ def test_an_unusable_log_dir_means_no_detection_reported_once(
     not_a_dir = tmp_path / "logs"
     not_a_dir.write_text("a file where the log directory should be")
     caplog.set_level(logging.WARNING, logger="otel_memory")
+    warn_once = WarnOnce()  # the runtime's, shared by every run state it opens
 
     for _ in range(2):
-        state = RunState(not_a_dir, oom_kill_files=[])
+        state = RunState(not_a_dir, oom_kill_files=[], warn_once=warn_once)
         assert state.begin() == []
         state.update("Task", 1, 1.0)
         state.end()

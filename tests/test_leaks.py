@@ -16,9 +16,9 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_memory.census import HeapCensus, take_census
-from otel_memory.config import config_from_dict
-from otel_memory.leaks import (
+from otel_memory.activity.census import HeapCensus, take_census
+from otel_memory.base.config import config_from_dict
+from otel_memory.guards.leaks import (
     ATTR_COUNT_NOW,
     ATTR_GROWTH,
     ATTR_GROWTH_STREAK,
@@ -30,8 +30,8 @@ from otel_memory.leaks import (
     describe,
     kind_of,
 )
-from otel_memory.profiler import THREAD_NAME, Profiler, format_snapshot, start_profiler
-from otel_memory.readings import MB
+from otel_memory.guards.profiler import THREAD_NAME, Profiler, format_snapshot, start_profiler
+from otel_memory.kernel.readings import MB
 
 TICK = 0.1  # profiler interval in the thread tests (config allows >= 10 s; tests pass interval=)
 
@@ -194,7 +194,7 @@ def test_a_class_that_disappears_is_forgotten():
 def test_own_and_sdk_classes_are_never_suspects():
     detector = LeakDetector(snapshots=2)
     names = [
-        "otel_memory.tasks._Task",
+        "otel_memory.activity.tasks._Task",
         "opentelemetry.sdk.metrics._internal.aggregation._LastValueAggregation",
         "opentelemetry.sdk.trace._Span",
     ]
@@ -233,7 +233,7 @@ def test_generic_types_need_unexplained_growth_ten_times_the_bar():
         ("_asyncio.Task", Kind.GENERIC),
         ("weakref.ReferenceType", Kind.GENERIC),
         ("opentelemetry.sdk.metrics._internal.exemplar.SimpleFixedSizeExemplarReservoir", Kind.OWN),
-        ("otel_memory.census.HeapCensus", Kind.OWN),
+        ("otel_memory.activity.census.HeapCensus", Kind.OWN),
         ("app.Message", Kind.SPECIFIC),
         ("opentelemetry_extra.Thing", Kind.SPECIFIC),  # a prefix is a module, not a string
         ("typesetter.Page", Kind.SPECIFIC),
@@ -543,8 +543,8 @@ def test_the_snapshot_reaches_the_hosts_handlers_with_the_root_logger_at_warning
     root.setLevel(logging.WARNING)
     try:
         # WHEN profiling (switched on in the config) takes a snapshot
-        from otel_memory.config import config_from_dict
-        from otel_memory.profiler import Profiler
+        from otel_memory.base.config import config_from_dict
+        from otel_memory.guards.profiler import Profiler
 
         config = config_from_dict({"general": {"monitoring": {"memory_profiling": {"enabled": True}}}})
         Profiler(config).snapshot()

@@ -9,8 +9,8 @@ import sys
 
 from cgroups import limited_cgroup
 
-from otel_memory.logline import parse_line
-from otel_memory.readings import MB
+from otel_memory.base.logline import parse_line
+from otel_memory.kernel.readings import MB
 
 CHILD = """
 import json, os, sys
@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 import otel_memory
-from otel_memory.config import config_from_dict
+from otel_memory.base.config import config_from_dict
 spans = InMemorySpanExporter()
 tracer_provider = TracerProvider()
 tracer_provider.add_span_processor(SimpleSpanProcessor(spans))

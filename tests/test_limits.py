@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cgroups import limited_cgroup
 
-from otel_memory.limits import CgroupMemory, read_oom_kill
+from otel_memory.kernel.limits import CgroupMemory, read_oom_kill
 
 MB = 1024 * 1024
 GB = 1024 * MB
@@ -320,7 +320,7 @@ import json, os, sys
 with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as file:
     file.write(str(os.getpid()))
 import psutil
-from otel_memory.limits import CgroupMemory
+from otel_memory.kernel.limits import CgroupMemory
 
 def usage():
     with open(os.path.join(sys.argv[1], "memory.usage_in_bytes")) as file:

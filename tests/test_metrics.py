@@ -13,12 +13,13 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_memory import metrics as m
-from otel_memory import watched as watch
-from otel_memory.census import OTHER, HeapCensus, census_of, class_name, take_census
-from otel_memory.config import config_from_dict
-from otel_memory.profiler import Profiler
-from otel_memory.readings import MB, MemoryReading
+from otel_memory.activity import watched as watch
+from otel_memory.activity.census import OTHER, HeapCensus, census_of, class_name, take_census
+from otel_memory.base.config import config_from_dict
+from otel_memory.guards.profiler import Profiler
+from otel_memory.kernel.readings import MB, MemoryReading
+from otel_memory.sinks import gauges as m
+from otel_memory.sinks import histograms as h
 from otel_memory.testing import FakeReadingSource, reading
 
 
@@ -556,14 +557,14 @@ def histogram_points(reader) -> dict[str, list]:
     return {
         name: points
         for name, points in collect(reader).items()
-        if name in (m.OTEL_MEMORY_TASK_RSS_GROWTH, m.OTEL_MEMORY_TASK_RSS_RETAINED)
+        if name in (h.OTEL_MEMORY_TASK_RSS_GROWTH, h.OTEL_MEMORY_TASK_RSS_RETAINED)
     }
 
 
 def test_task_histograms_link_to_the_task_span_from_another_thread(reader, provider):
     from opentelemetry import trace
 
-    histograms = m.TaskHistograms(provider)
+    histograms = h.TaskHistograms(provider)
     tracer = trace.get_tracer("test")
     with tracer.start_as_current_span("Nations Dump") as span:
         task_context = trace.set_span_in_context(span)
@@ -576,34 +577,34 @@ def test_task_histograms_link_to_the_task_span_from_another_thread(reader, provi
 
     points = histogram_points(reader)
 
-    for name, value in ((m.OTEL_MEMORY_TASK_RSS_GROWTH, 300 * MB),
-                        (m.OTEL_MEMORY_TASK_RSS_RETAINED, 12 * MB)):  # fmt: skip
+    for name, value in ((h.OTEL_MEMORY_TASK_RSS_GROWTH, 300 * MB),
+                        (h.OTEL_MEMORY_TASK_RSS_RETAINED, 12 * MB)):  # fmt: skip
         [point] = points[name]
-        assert dict(point.attributes) == {m.ATTR_TASK_NAME: "Nations Dump"}
+        assert dict(point.attributes) == {h.ATTR_TASK_NAME: "Nations Dump"}
         assert point.sum == value
         [exemplar] = point.exemplars
         assert exemplar.trace_id == span.get_span_context().trace_id
         assert exemplar.span_id == span.get_span_context().span_id
-        assert list(point.explicit_bounds) == list(m.TASK_RSS_BUCKETS)
-    assert m.TASK_RSS_BUCKETS[0] == MB and m.TASK_RSS_BUCKETS[-1] == 4096 * MB
+        assert list(point.explicit_bounds) == list(h.TASK_RSS_BUCKETS)
+    assert h.TASK_RSS_BUCKETS[0] == MB and h.TASK_RSS_BUCKETS[-1] == 4096 * MB
 
 
 def test_without_a_span_context_there_is_no_exemplar(reader, provider):
-    m.TaskHistograms(provider).record("job", 5 * MB, 0, None)
-    [point] = histogram_points(reader)[m.OTEL_MEMORY_TASK_RSS_GROWTH]
+    h.TaskHistograms(provider).record("job", 5 * MB, 0, None)
+    [point] = histogram_points(reader)[h.OTEL_MEMORY_TASK_RSS_GROWTH]
     assert point.exemplars == []
 
 
 def test_task_names_are_bounded_then_other_and_values_never_negative(reader, provider):
-    histograms = m.TaskHistograms(provider)
-    for i in range(m.MAX_TASK_NAMES + 5):
+    histograms = h.TaskHistograms(provider)
+    for i in range(h.MAX_TASK_NAMES + 5):
         histograms.record(f"task {i}", -5, -1, None)
     histograms.record("task 0", MB, MB, None)
 
-    points = histogram_points(reader)[m.OTEL_MEMORY_TASK_RSS_GROWTH]
+    points = histogram_points(reader)[h.OTEL_MEMORY_TASK_RSS_GROWTH]
 
-    names = {p.attributes[m.ATTR_TASK_NAME]: p for p in points}
-    assert len(names) == m.MAX_TASK_NAMES + 1
+    names = {p.attributes[h.ATTR_TASK_NAME]: p for p in points}
+    assert len(names) == h.MAX_TASK_NAMES + 1
     assert names[OTHER].count == 5
     assert names["task 0"].count == 2 and names["task 0"].sum == MB
     assert names["task 1"].min == 0
@@ -613,7 +614,7 @@ def test_task_names_are_bounded_then_other_and_values_never_negative(reader, pro
 def test_hostile_task_names_are_recorded_and_exportable(reader, provider, name):
     from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 
-    m.TaskHistograms(provider).record(name, MB, MB, None)
+    h.TaskHistograms(provider).record(name, MB, MB, None)
     data = reader.get_metrics_data()
 
     encode_metrics(data).SerializeToString()  # one bad string would fail the whole batch
@@ -622,14 +623,14 @@ def test_hostile_task_names_are_recorded_and_exportable(reader, provider, name):
         for rm in data.resource_metrics
         for sm in rm.scope_metrics
         for metric in sm.metrics
-        if metric.name == m.OTEL_MEMORY_TASK_RSS_GROWTH
+        if metric.name == h.OTEL_MEMORY_TASK_RSS_GROWTH
         for p in metric.data.data_points
     ]
-    assert len(point.attributes[m.ATTR_TASK_NAME]) <= m.MAX_TASK_NAME_LENGTH
+    assert len(point.attributes[h.ATTR_TASK_NAME]) <= h.MAX_TASK_NAME_LENGTH
 
 
 def test_a_broken_histogram_never_raises_and_is_logged_once(provider, caplog):
-    histograms = m.TaskHistograms(provider)
+    histograms = h.TaskHistograms(provider)
 
     class Broken:
         def record(self, *args, **kwargs):
@@ -643,15 +644,15 @@ def test_a_broken_histogram_never_raises_and_is_logged_once(provider, caplog):
 
 
 def test_names_equal_once_cleaned_share_one_series_and_one_slot(reader, provider):
-    histograms = m.TaskHistograms(provider, max_names=2)
-    long = "x" * m.MAX_TASK_NAME_LENGTH
+    histograms = h.TaskHistograms(provider, max_names=2)
+    long = "x" * h.MAX_TASK_NAME_LENGTH
     for tail in ("a", "b", "c"):  # differ only past the length kept
         histograms.record(long + tail, MB, MB, None)
     for name in ("short", "short", "third", long + "d"):
         histograms.record(name, MB, MB, None)
 
-    points = histogram_points(reader)[m.OTEL_MEMORY_TASK_RSS_RETAINED]
+    points = histogram_points(reader)[h.OTEL_MEMORY_TASK_RSS_RETAINED]
 
-    assert {p.attributes[m.ATTR_TASK_NAME]: p.count for p in points} == {
+    assert {p.attributes[h.ATTR_TASK_NAME]: p.count for p in points} == {
         long: 4, "short": 2, OTHER: 1
     }

@@ -16,12 +16,13 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import otel_memory
-from otel_memory import attributes as attr
-from otel_memory import monitor
-from otel_memory.config import config_from_dict
-from otel_memory.logline import parse_line
-from otel_memory.metrics import OTEL_MEMORY_TASK_RSS_GROWTH, OTEL_MEMORY_TASK_RSS_RETAINED
-from otel_memory.readings import MB
+from otel_memory import api as monitor
+from otel_memory.base import attributes as attr
+from otel_memory.base.config import config_from_dict
+from otel_memory.base.logline import parse_line
+from otel_memory.kernel.readings import MB
+from otel_memory.runtime.monitor import STARTED, STOPPED
+from otel_memory.sinks.histograms import OTEL_MEMORY_TASK_RSS_GROWTH, OTEL_MEMORY_TASK_RSS_RETAINED
 from otel_memory.testing import reading
 
 
@@ -54,7 +55,7 @@ def test_start_and_stop_are_idempotent_and_write_first_and_final_lines(tmp_path,
     otel_memory.stop()
     lines = log_lines(tmp_path)
     assert [parse_line(line).name for line in lines] == [
-        monitor.STARTED, "work", "work", monitor.STOPPED,
+        STARTED, "work", "work", STOPPED,
     ]
     assert not logging.getLogger("otel_memory").handlers  # the file needs no logging handler
 
@@ -73,8 +74,8 @@ def test_concurrent_starts_start_once(tmp_path, fake_source):
         t.join()
     otel_memory.stop()
     names = [parse_line(line).name for line in log_lines(tmp_path)]
-    assert names.count(monitor.STARTED) == 1
-    assert names.count(monitor.STOPPED) == 1
+    assert names.count(STARTED) == 1
+    assert names.count(STOPPED) == 1
 
 
 def test_check_line_names_the_most_recently_started_open_task_anywhere(tmp_path, fake_source):
@@ -220,7 +221,7 @@ def test_task_histograms_false_records_no_task_histograms(tmp_path, span_exporte
 def test_interpreter_exit_flushes_and_writes_the_final_line(tmp_path):
     script = (
         "import otel_memory\n"
-        "from otel_memory.config import config_from_dict\n"
+        "from otel_memory.base.config import config_from_dict\n"
         f"otel_memory.start(config_from_dict({{'general': {{'monitoring': {{'memory_monitor': "
         f"{{'log_dir': {str(tmp_path / 'logs')!r}}}}}}}}}))\n"
         "otel_memory.set_active_task('never cleared')\n"
@@ -228,4 +229,4 @@ def test_interpreter_exit_flushes_and_writes_the_final_line(tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     names = [parse_line(line).name for line in log_lines(tmp_path)]
     # stop() at exit ends the forgotten task (end_reason monitor_stopped): its END line is there
-    assert names == [monitor.STARTED, "never cleared", "never cleared", monitor.STOPPED]
+    assert names == [STARTED, "never cleared", "never cleared", STOPPED]

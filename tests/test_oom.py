@@ -1,8 +1,8 @@
 """A real OOM kill: a child inside a limited cgroup v1 allocates until the kernel kills it.
 
 The child runs the public API (``otel_memory.start()`` + ``set_active_task``) when ``start()``
-keeps run state (the monitor's wiring of :mod:`otel_memory.lastrun`); otherwise it drives
-:class:`~otel_memory.lastrun.RunState` itself, as the monitor's background thread would.
+keeps run state (the monitor's wiring of :mod:`otel_memory.guards.lastrun`); otherwise it drives
+:class:`~otel_memory.guards.lastrun.RunState` itself, as the monitor's background thread would.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cgroups import limited_cgroup
 
-from otel_memory.lastrun import STATE_DIR, claim_dead_runs
+from otel_memory.guards.lastrun import STATE_DIR, claim_dead_runs
 
 MB = 1024 * 1024
 LIMIT = 128 * MB
@@ -31,8 +31,8 @@ with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as file:
 log_dir = sys.argv[2]
 os.environ["OTEL_PYTHON_MEMORY_MONITOR_LOG_DIR"] = log_dir
 import otel_memory
-from otel_memory.lastrun import RunState
-from otel_memory.readings import PsutilReadingSource
+from otel_memory.guards.lastrun import RunState
+from otel_memory.kernel.readings import PsutilReadingSource
 
 source = PsutilReadingSource()
 otel_memory.start()

@@ -33,8 +33,8 @@ from typing import Any
 import pytest
 import yaml
 
-from otel_memory import metrics as m
-from otel_memory.readings import MB, PsutilReadingSource
+from otel_memory.kernel.readings import MB, PsutilReadingSource
+from otel_memory.sinks import gauges as m
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "collector-config"

@@ -9,7 +9,7 @@ import sys
 import psutil
 import pytest
 
-from otel_memory.readings import MB, PsutilReadingSource, _ProcFiles, parse_statm
+from otel_memory.kernel.readings import MB, PsutilReadingSource, _ProcFiles, parse_statm
 from otel_memory.testing import ManualClock
 
 linux_only = pytest.mark.skipif(not _ProcFiles.available(), reason="needs Linux /proc")
@@ -76,9 +76,9 @@ def test_a_vanished_process_raises_psutil_error():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
 def test_the_compiled_statm_reading_is_built_and_used_by_default():
-    from otel_memory import readings
+    from otel_memory.kernel import readings
 
-    assert readings.ACCELERATED, "otel_memory._proc was not built (is a C compiler missing?)"
+    assert readings.ACCELERATED, "otel_memory.kernel._proc was not built (is a C compiler missing?)"
     assert readings._ProcFiles()._statm_reader is not None
 
 
@@ -99,14 +99,14 @@ def _open_bytes(tmp_path, content: bytes):
     [b"8318 6942 2615 1 0 4561 0\n", b"1 0 0 0 0 0 0\n", b"123456789 98765432 0 0 0 0 0\n"],
 )
 def test_the_compiled_and_the_python_statm_parse_agree(tmp_path, content):
-    _proc = pytest.importorskip("otel_memory._proc")
+    _proc = pytest.importorskip("otel_memory.kernel._proc")
     with _open_bytes(tmp_path, content) as fd:
         for page_size in (4096, 16384):
             assert _proc.statm(fd, page_size) == parse_statm(content, page_size)
 
 
 def test_the_compiled_statm_reading_rejects_what_is_not_statm(tmp_path):
-    _proc = pytest.importorskip("otel_memory._proc")
+    _proc = pytest.importorskip("otel_memory.kernel._proc")
     with _open_bytes(tmp_path, b"not numbers\n") as fd, pytest.raises(ValueError, match="statm"):
         _proc.statm(fd, 4096)
     with pytest.raises(OSError):
@@ -117,7 +117,7 @@ def test_the_compiled_statm_reading_rejects_what_is_not_statm(tmp_path):
 @pytest.mark.parametrize("accelerated", [True, False])
 def test_both_statm_readings_read_this_process(accelerated):
     if accelerated:
-        pytest.importorskip("otel_memory._proc")
+        pytest.importorskip("otel_memory.kernel._proc")
     rss, vms = _ProcFiles(accelerated=accelerated).rss_vms()
     info = psutil.Process().memory_info()
     assert abs(rss - info.rss) < 16 * MB and abs(vms - info.vms) < 64 * MB
@@ -145,17 +145,17 @@ _MEMINFO = (
     [_MEMINFO, _MEMINFO.replace(b"24159896", b"0"), b"MemAvailable: 1 kB\nMemTotal: 2 kB\n"],
 )
 def test_the_compiled_and_the_python_meminfo_parse_agree(tmp_path, content):
-    from otel_memory.readings import parse_meminfo
+    from otel_memory.kernel.readings import parse_meminfo
 
-    _proc = pytest.importorskip("otel_memory._proc")
+    _proc = pytest.importorskip("otel_memory.kernel._proc")
     with _open_bytes(tmp_path, content) as fd:
         assert _proc.meminfo(fd) == parse_meminfo(content)
 
 
 def test_both_meminfo_parses_reject_a_kernel_without_memavailable(tmp_path):
-    from otel_memory.readings import parse_meminfo
+    from otel_memory.kernel.readings import parse_meminfo
 
-    _proc = pytest.importorskip("otel_memory._proc")
+    _proc = pytest.importorskip("otel_memory.kernel._proc")
     content = b"MemTotal:       24684096 kB\nMemFree:        23100000 kB\n"
     with _open_bytes(tmp_path, content) as fd, pytest.raises(ValueError):
         _proc.meminfo(fd)
@@ -167,7 +167,7 @@ def test_both_meminfo_parses_reject_a_kernel_without_memavailable(tmp_path):
 @pytest.mark.parametrize("accelerated", [True, False])
 def test_both_meminfo_readings_read_this_host(accelerated):
     if accelerated:
-        pytest.importorskip("otel_memory._proc")
+        pytest.importorskip("otel_memory.kernel._proc")
     available, total = _ProcFiles(accelerated=accelerated).available_total()
     host = psutil.virtual_memory()
     assert total == host.total

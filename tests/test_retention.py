@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from otel_memory.base.retention import archive_old_logs, log_date
 from otel_memory.cli import main
-from otel_memory.retention import archive_old_logs, log_date
 
 NOW = datetime(2025, 11, 16, 9, 30)
 

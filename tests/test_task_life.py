@@ -13,12 +13,14 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 import otel_memory
-from otel_memory import attributes as attr
-from otel_memory import clear_active_task, monitor, set_active_task, traced_task
-from otel_memory.config import config_from_dict
-from otel_memory.logline import parse_line
-from otel_memory.readings import MB
-from otel_memory.runtime import get_runtime
+from otel_memory import api as monitor
+from otel_memory import clear_active_task, set_active_task, traced_task
+from otel_memory.base import attributes as attr
+from otel_memory.base.config import config_from_dict
+from otel_memory.base.logline import parse_line
+from otel_memory.kernel.readings import MB
+from otel_memory.runtime.monitor import STARTED, STOPPED
+from otel_memory.runtime.runtime import get_runtime
 
 SPIKE = 200 * MB
 
@@ -157,7 +159,7 @@ def test_seed_003_sequence_three_times_leaves_nothing_open(span_exporter, tmp_pa
     lines = [parse_line(line) for p in log_dir.glob("memory_*.log") for line in p.open()]
     assert all(lines)
     checks = [line.name for line in lines if line.marker.short == "CHECK"]
-    assert checks == [monitor.STARTED, "Idle", monitor.STOPPED]
+    assert checks == [STARTED, "Idle", STOPPED]
     ends = [line.name for line in lines if line.marker.short == "END"]
     assert ends == ["Nations Dump Complete"] * 3  # replaced tasks write no END line
 
@@ -316,7 +318,7 @@ def test_any_clear_argument_still_ends_the_task_and_writes_end(kwargs, span_expo
 
 
 def test_the_sampler_blocks_when_idle_and_ticks_at_its_interval_after_waking(monkeypatch):
-    from otel_memory import sampler as sampler_module
+    from otel_memory.activity import sampler as sampler_module
 
     monkeypatch.setattr(sampler_module, "IDLE_GRACE_SECONDS", 0.2)
     sampler = get_runtime().sampler
@@ -338,7 +340,7 @@ class _SamplesMissEverything:
     only the real ``getrusage`` high-water mark, read by the real sampler thread, can."""
 
     def __init__(self, rss: int) -> None:
-        from otel_memory.readings import PsutilReadingSource
+        from otel_memory.kernel.readings import PsutilReadingSource
 
         self._real = PsutilReadingSource()
         self.rss = rss

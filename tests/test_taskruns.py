@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_memory import monitor
+from otel_memory.base.logline import parse_line
 from otel_memory.cli.scan import naive_seconds
 from otel_memory.cli.taskruns import (
     MONITOR_STARTED,
@@ -13,7 +13,7 @@ from otel_memory.cli.taskruns import (
     TaskRun,
     pair_runs,
 )
-from otel_memory.logline import parse_line
+from otel_memory.runtime.monitor import STARTED, STOPPED
 
 
 def line(clock: str, marker: str, name: str, rss: float) -> str:
@@ -117,7 +117,7 @@ def test_end_without_start_is_counted_not_paired():
 
 
 def test_monitor_names_agree():
-    assert (MONITOR_STARTED, MONITOR_STOPPED) == (monitor.STARTED, monitor.STOPPED)
+    assert (MONITOR_STARTED, MONITOR_STOPPED) == (STARTED, STOPPED)
 
 
 MARKERS = [START, END, CHECK]

@@ -12,10 +12,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_memory import attributes as attr
 from otel_memory import clear_active_task, set_active_task, traced_task
-from otel_memory.readings import MB
-from otel_memory.runtime import get_runtime
+from otel_memory.base import attributes as attr
+from otel_memory.kernel.readings import MB
+from otel_memory.runtime.runtime import get_runtime
 from otel_memory.testing import FakeReadingSource, reading
 
 
@@ -56,7 +56,7 @@ def test_span_attributes_match_the_readings_exactly(span_exporter, fake_source):
 def test_peak_comes_from_samples_taken_while_the_task_runs(span_exporter):
     source = FakeReadingSource([reading(rss_mb=100), reading(rss_mb=120)])
     source.rss_samples = [300 * MB, 250 * MB]
-    from otel_memory import readings
+    from otel_memory import api as readings
 
     readings.set_reading_source(source)
     try:
@@ -317,7 +317,7 @@ def test_sixteen_threads_with_nested_tasks(span_exporter):
 
 
 def test_a_failing_reading_source_never_raises_into_the_host(span_exporter):
-    from otel_memory import readings
+    from otel_memory import api as readings
 
     readings.set_reading_source(FakeReadingSource(fail_with=psutil.AccessDenied()))
     try:
@@ -334,7 +334,7 @@ def test_a_failing_reading_source_never_raises_into_the_host(span_exporter):
 
 
 def test_a_reading_that_fails_only_at_the_end_keeps_the_start_attributes(span_exporter):
-    from otel_memory import readings
+    from otel_memory import api as readings
     from otel_memory.testing import reading
 
     source = FakeReadingSource([reading(rss_mb=100, vms_mb=300, available_mb=500)])
@@ -351,7 +351,7 @@ def test_a_reading_that_fails_only_at_the_end_keeps_the_start_attributes(span_ex
 
 
 def test_a_reading_that_fails_only_at_the_start_keeps_the_end_attributes(span_exporter):
-    from otel_memory import readings
+    from otel_memory import api as readings
     from otel_memory.testing import reading
 
     source = FakeReadingSource(fail_with=psutil.AccessDenied())

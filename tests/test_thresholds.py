@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from otel_memory.config import Thresholds
-from otel_memory.thresholds import MB, Crossing, ThresholdGuard
+from otel_memory.base.config import Thresholds
+from otel_memory.guards.thresholds import MB, Crossing, ThresholdGuard
 
 GB = 1024 * MB
 # warning 1000 MB, critical 1500 MB, available 500 MB, free 25 %

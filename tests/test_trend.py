@@ -1,10 +1,10 @@
-"""The one least-squares fit (otel_memory.trend)."""
+"""The one least-squares fit (otel_memory.base.trend)."""
 
 from __future__ import annotations
 
 import pytest
 
-from otel_memory.trend import fit, slope_per_hour
+from otel_memory.base.trend import fit, slope_per_hour
 
 T0 = 1_763_280_000.0  # 2025-11-16: epoch-sized times must not lose precision
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from otel_memory import watched as w
+from otel_memory.activity import watched as w
 
 
 class Cache:

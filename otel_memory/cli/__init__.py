@@ -7,7 +7,7 @@
 Exit status: 0 done, 1 ``--fail-on-breach`` and a threshold was crossed, 2 a usage or input
 error. Every error the user can cause (a bad option value, a missing or damaged file, a bad
 configuration, an output it will not replace) is one line on stderr naming the value, and
-never a traceback: package errors (:class:`~otel_memory.errors.OtelMemoryError`) become their
+never a traceback: package errors (:class:`~otel_memory.base.errors.OtelMemoryError`) become their
 message and exit code here, in one place.
 """
 
@@ -20,11 +20,11 @@ import re
 import sys
 from typing import NoReturn, cast
 
+from otel_memory.base.config import ConfigError
+from otel_memory.base.errors import OtelMemoryError
+from otel_memory.base.version import __version__
 from otel_memory.cli import analyze, archive, report
 from otel_memory.cli.errors import UsageError, shown
-from otel_memory.config import ConfigError
-from otel_memory.errors import OtelMemoryError
-from otel_memory.version import __version__
 
 PROG = "otel-memory"
 

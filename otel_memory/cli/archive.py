@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from otel_memory.config import load_config
-from otel_memory.retention import archive_old_logs
+from otel_memory.base.config import load_config
+from otel_memory.base.retention import archive_old_logs
 
 
 def _days(text: str) -> int:

@@ -1,12 +1,12 @@
 """The command line's errors: bad options, unreadable inputs, outputs it will not write.
 
-Each is an :class:`~otel_memory.errors.OtelMemoryError`; :func:`otel_memory.cli.main` turns any
+Each is an :class:`~otel_memory.base.errors.OtelMemoryError`; :func:`otel_memory.cli.main` turns any
 of them into one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
-from otel_memory.errors import OtelMemoryError
+from otel_memory.base.errors import OtelMemoryError
 
 _SHOWN_PATH_CHARS = 120
 

@@ -17,13 +17,13 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import TextIO
 
+from otel_memory.base.config import load_config
+from otel_memory.base.retention import log_date
 from otel_memory.cli.errors import UsageError
 from otel_memory.cli.pipeline import AboveSink, Analyzer, BandSink, PointSink, Settings
 from otel_memory.cli.reading import iter_chunks, progress_for, resolve_inputs
 from otel_memory.cli.schema import Analysis
 from otel_memory.cli.taskruns import RunSink
-from otel_memory.config import load_config
-from otel_memory.retention import log_date
 
 
 def _moment(end_of_day: bool) -> Callable[[str], datetime]:

@@ -20,7 +20,7 @@ How the numbers are defined:
   run counts when it ended inside ``--since``/``--until``.
 * **peaks**: one line per task run (its highest line while it was the innermost open run) or per
   plateau (consecutive lines with no task open and the same name, e.g. an idle stretch).
-* **idle trend**: the least-squares fit of :mod:`otel_memory.trend` over the ``--- [Idle]``
+* **idle trend**: the least-squares fit of :mod:`otel_memory.base.trend` over the ``--- [Idle]``
   lines of all inputs; beyond :data:`MAX_IDLE_POINTS` lines, over every 2nd (4th, ...) of them.
 """
 
@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from otel_memory.base.logline import IDLE, LINE_PATTERN, Marker
+from otel_memory.base.trend import fit
 from otel_memory.cli import tables
 from otel_memory.cli.scan import (
     FLOAT_CACHE_SIZE,
@@ -62,8 +64,6 @@ from otel_memory.cli.schema import (
     TaskSummary,
 )
 from otel_memory.cli.taskruns import UNFINISHED, RunPairer, RunSink, TaskRun
-from otel_memory.logline import IDLE, LINE_PATTERN, Marker
-from otel_memory.trend import fit
 
 _CHECK = Marker.CHECK.value
 _MARKER_NAMES = {m.value: m.name for m in Marker}

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from otel_memory.base.retention import DAILY_LOG_NAME
 from otel_memory.cli.errors import InputError, shown
-from otel_memory.retention import DAILY_LOG_NAME
 
 CHUNK_HINT = 1 << 20
 """Bytes of text per ``readlines`` call."""

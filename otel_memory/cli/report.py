@@ -20,13 +20,13 @@ from html import escape
 from importlib import resources
 from typing import Any
 
+from otel_memory.base.logline import TIMESTAMP_FORMAT
 from otel_memory.cli.options import add_analysis_arguments, exit_status, run_analysis
 from otel_memory.cli.output import write_output
 from otel_memory.cli.scan import naive_seconds
 from otel_memory.cli.schema import Analysis
 from otel_memory.cli.series import SERIES, Band, Bands, Downsampler
 from otel_memory.cli.tables import Table, analysis_tables
-from otel_memory.logline import TIMESTAMP_FORMAT
 
 MAX_BUCKETS = 4000
 """Time buckets of the chart: a week of lines two minutes apart is drawn nearly line by line,

@@ -9,8 +9,8 @@ matched at once.
     rss = floats["245.3"]
     format_seconds(t)                                # "2025-11-16 08:30:00"
 
-Lines are matched with the patterns of :mod:`otel_memory.logline` (a chunk at a time with
-:data:`~otel_memory.logline.LINES_PATTERN`, line by line with ``LINE_PATTERN`` when a chunk has
+Lines are matched with the patterns of :mod:`otel_memory.base.logline` (a chunk at a time with
+:data:`~otel_memory.base.logline.LINES_PATTERN`, line by line with ``LINE_PATTERN`` when a chunk has
 a line that does not match); nothing else parses them. Every cache is bounded.
 """
 
@@ -19,7 +19,12 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import cast
 
-from otel_memory.logline import LINE_PATTERN, LINES_PATTERN, LINES_PATTERN_NO_VMS, TIMESTAMP_FORMAT
+from otel_memory.base.logline import (
+    LINE_PATTERN,
+    LINES_PATTERN,
+    LINES_PATTERN_NO_VMS,
+    TIMESTAMP_FORMAT,
+)
 
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_DAY = _EPOCH.toordinal()

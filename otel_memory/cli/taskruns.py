@@ -30,13 +30,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from otel_memory.base.logline import IDLE, LogLine, Marker
 from otel_memory.cli.scan import naive_seconds
-from otel_memory.logline import IDLE, LogLine, Marker
 
 MONITOR_STARTED = "Monitor Started"
-"""``---`` name written when a process starts its monitor (``otel_memory.monitor.STARTED``)."""
+"""``---`` name written when a process starts its monitor (the monitor's ``STARTED``)."""
 MONITOR_STOPPED = "Monitor Stopped"
-"""``---`` name written by ``stop()`` (``otel_memory.monitor.STOPPED``)."""
+"""``---`` name written by ``stop()`` (``otel_memory.runtime.monitor.STOPPED``)."""
 MAX_OPEN_RUNS = 256
 """Open runs kept per stream; beyond, the oldest is given up as unfinished."""
 

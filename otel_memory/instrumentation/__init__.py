@@ -33,7 +33,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 
 import otel_memory
-from otel_memory.config import Config, ConfigError, load_config
+from otel_memory.base.config import Config, ConfigError, load_config
 from otel_memory.instrumentation.package import _instruments
 from otel_memory.instrumentation.version import __version__
 

@@ -12,7 +12,7 @@ from example_runs import run_instrumented
 from otlp_receiver import OTLPReceiver, ReceivedSpan
 from test_collector_config import prometheus_name, prometheus_names_used
 
-from otel_memory.logline import Marker, parse_line
+from otel_memory.base.logline import Marker, parse_line
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from example_runs import EXPORT_TIMEOUT_SECONDS, run_instrumented
 
-from otel_memory.logline import Marker, parse_line
+from otel_memory.base.logline import Marker, parse_line
 
 pytestmark = pytest.mark.e2e
 

@@ -1,0 +1,1 @@
+"""What the kernel says: memory readings (``/proc``, psutil) and cgroup limits."""

@@ -1,0 +1,268 @@
+"""The monitor's life: :meth:`Monitor.start` wires the daily log, the OTel log records, the
+periodic lines, thresholds, deep capture, the previous run's report, the gauges and the heap
+profiler onto the runtime's parts; :meth:`Monitor.stop` ends what is still open, writes a final
+line and takes them down.
+
+    monitor = Monitor(reader, tasks, events, sampler, warn_once)   # the runtime builds it
+    monitor.start(config, meter_provider=mp, logger_provider=lp)
+    monitor.stop()
+
+Both are idempotent and thread-safe. Tasks work without it; it adds the outputs. The public
+``otel_memory.start()``/``stop()`` call the default runtime's monitor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from opentelemetry import _logs, metrics, trace
+from opentelemetry._logs import LoggerProvider
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from otel_memory.activity.events import EventPipeline, LineEvent, LoggerSink, Sink
+from otel_memory.activity.sampler import PeakSampler
+from otel_memory.activity.tasks import Tasks
+from otel_memory.base.config import Config, ExportLogs
+from otel_memory.base.diagnostics import WarnOnce
+from otel_memory.base.logline import IDLE, Marker
+from otel_memory.base.memory import MB
+from otel_memory.guards.deepcapture import DeepCapture
+from otel_memory.guards.lastrun import DeadRun, RunState
+from otel_memory.guards.notices import Notices
+from otel_memory.guards.profiler import start_profiler
+from otel_memory.guards.runstate import RunStateFeed
+from otel_memory.guards.thresholds import ThresholdGuard
+from otel_memory.kernel.readings import MemoryReader, ReadingSource
+from otel_memory.runtime.periodic import PeriodicLines, archive
+from otel_memory.sinks.dailylog import DailyLogSink, DailyLogWriter
+from otel_memory.sinks.gauges import install_metrics
+from otel_memory.sinks.histograms import HistogramSink, TaskHistograms
+from otel_memory.sinks.logbridge import OTelLogSink
+
+STARTED = "Monitor Started"
+"""The name on the ``---`` line written when the monitor starts."""
+STOPPED = "Monitor Stopped"
+"""The name on the final ``---`` line written by :meth:`Monitor.stop`."""
+_FLUSH_TIMEOUT_MILLIS = 3000
+_log = logging.getLogger("otel_memory")
+
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Running:
+    """What :meth:`Monitor.start` set up, so :meth:`Monitor.stop` can take it down."""
+
+    config: Config
+    components: list[_Closeable] = field(default_factory=list)
+    run_state: RunState | None = None
+    previous_source: ReadingSource | None = None
+    providers: tuple[object, ...] = ()
+
+
+class Monitor:
+    """Starts and stops the outputs of one runtime.
+
+    Args:
+        reader: the runtime's readings (thresholds listen to it).
+        tasks: the runtime's tasks (deep capture and the tracer are set on it).
+        events: the event pipeline the sinks are set on.
+        sampler: the peak sampler (its interval and run-state hook).
+        warn_once: the runtime's once-only reporter.
+    """
+
+    def __init__(
+        self,
+        reader: MemoryReader,
+        tasks: Tasks,
+        events: EventPipeline,
+        sampler: PeakSampler,
+        warn_once: WarnOnce,
+    ) -> None:
+        self._reader = reader
+        self._tasks = tasks
+        self._open_tasks = tasks.open_tasks
+        self._events = events
+        self._sampler = sampler
+        self._warn_once = warn_once
+        self._lock = threading.RLock()
+        self._running: _Running | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the monitor has been started and not stopped."""
+        return self._running is not None
+
+    @property
+    def config(self) -> Config | None:
+        """The configuration the running monitor was started with."""
+        running = self._running
+        return running.config if running is not None else None
+
+    def write_check_line(self, name: str | None = None) -> None:
+        """Queue one ``---`` line now: ``name``, else the most recent open task, else ``Idle``."""
+        reading = self._reader.read()
+        if reading is None:
+            return
+        task = self._open_tasks.most_recent() if name is None else None
+        label = name if name is not None else (task.name if task is not None else IDLE)
+        span = task.span if task is not None else None
+        self._events.put(LineEvent(Marker.CHECK, label, reading, span, None), droppable=False)
+
+    def start(
+        self,
+        config: Config,
+        *,
+        reading_source: ReadingSource | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
+    ) -> bool:
+        """Start with ``config``; returns False (and does nothing) while already running."""
+        with self._lock:
+            if self._running is not None:
+                _log.debug("otel_memory: start() while running: ignored")
+                return False
+            running = _Running(
+                config=config, providers=(tracer_provider, meter_provider, logger_provider)
+            )
+            if reading_source is not None:
+                running.previous_source = self._reader.source
+                self._reader.set_source(reading_source)
+            if tracer_provider is not None:
+                self._tasks.set_tracer_provider(tracer_provider)
+            self._running = running
+            try:
+                self._start_components(running, meter_provider, logger_provider)
+            except BaseException:
+                self._running = None
+                self._teardown(running)
+                raise
+            return True
+
+    def _start_components(
+        self,
+        running: _Running,
+        meter_provider: MeterProvider | None,
+        logger_provider: LoggerProvider | None,
+    ) -> None:
+        """Sinks, guards, threads and instruments; :meth:`stop` takes them down."""
+        config = running.config
+        monitor = config.monitor
+        self._sampler.interval = monitor.sample_interval_ms / 1000
+        notices = Notices(self._events, self._open_tasks, self.write_check_line, self._warn_once)
+        sinks: list[Sink] = [LoggerSink()]
+        dead_runs: list[DeadRun] = []
+        if monitor.enabled and monitor.log_dir:
+            sinks.append(DailyLogSink(DailyLogWriter(monitor.log_dir)))
+            running.run_state = self._open_run_state(monitor.log_dir)
+            if running.run_state is not None:
+                dead_runs = running.run_state.begin()
+                feed = RunStateFeed(running.run_state, self._open_tasks)
+                sinks.append(feed)
+                self._sampler.on_sample = feed.on_sample
+        if monitor.export_logs is not ExportLogs.NONE:
+            sinks.append(OTelLogSink(monitor.export_logs, logger_provider))
+        if monitor.task_histograms:
+            sinks.append(HistogramSink(TaskHistograms(meter_provider)))
+        self._events.set_sinks(sinks)
+        self._reader.on_reading = notices.threshold_listener(ThresholdGuard(monitor.thresholds))
+        deep = monitor.deep_capture
+        if deep.enabled:
+            self._tasks.deep_capture = DeepCapture(
+                round(deep.rss_growth_mb * MB), deep.top_n, deep.frames
+            )
+            self._tasks.on_allocations = notices.allocations
+
+        profiler = start_profiler(config, logger_provider=logger_provider)
+        running.components.append(profiler)
+        open_tasks = self._open_tasks
+        reader = self._reader
+        running.components.append(
+            install_metrics(
+                config,
+                meter_provider=meter_provider,
+                reading_source=lambda: reader.source,
+                profiler=profiler if config.profiling.enabled else None,
+                is_idle=lambda: not open_tasks,
+                events_dropped=lambda: self._events.dropped,
+            )
+        )
+        if monitor.enabled:
+            self.write_check_line(STARTED)
+            for run in dead_runs:
+                notices.dead_run(run)
+            periodic = PeriodicLines(
+                monitor.interval_seconds,
+                self.write_check_line,
+                lambda: archive(config),
+                self._warn_once,
+            )
+            periodic.start()
+            running.components.append(periodic)
+
+    def _open_run_state(self, log_dir: str) -> RunState | None:
+        try:
+            return RunState(log_dir, warn_once=self._warn_once)
+        except Exception as exc:  # an unusable log_dir: the daily log reports it too
+            self._warn_once("run state", "otel_memory: previous-run detection off: %r", exc)
+            return None
+
+    def stop(self) -> None:
+        """End open tasks, write the final line, flush, and stop what :meth:`start` started."""
+        with self._lock:
+            running = self._running
+            if running is None:
+                return
+            self._tasks.end_all_open()
+            if running.config.monitor.enabled:
+                self.write_check_line(STOPPED)
+            self._running = None
+            self._teardown(running)
+
+    def _teardown(self, running: _Running) -> None:
+        self._reader.on_reading = None
+        self._sampler.on_sample = None
+        deep, self._tasks.deep_capture = self._tasks.deep_capture, None
+        self._tasks.on_allocations = None
+        if deep is not None:
+            deep.close()  # a traced task still running at stop() must not leave tracemalloc on
+        for component in reversed(running.components):
+            try:
+                component.close()
+            except Exception:
+                _log.exception("otel_memory: stopping %r failed", component)
+        self._events.close()
+        if running.run_state is not None:
+            running.run_state.end()
+        _flush_providers(running.providers)
+        if running.previous_source is not None:
+            self._reader.set_source(running.previous_source)
+        self._tasks.set_tracer_provider(None)
+
+
+def _flush_providers(given: tuple[object, ...]) -> None:
+    """Push out what the SDK still buffers (bounded: a dead collector must not hang the host)."""
+    tracer_provider, meter_provider, logger_provider = given or (None, None, None)
+    started = time.monotonic()
+    for provider in (
+        tracer_provider or trace.get_tracer_provider(),
+        logger_provider or _logs.get_logger_provider(),
+        meter_provider or metrics.get_meter_provider(),
+    ):
+        force_flush = getattr(provider, "force_flush", None)
+        if force_flush is None:
+            continue
+        try:
+            force_flush(timeout_millis=_FLUSH_TIMEOUT_MILLIS)
+        except Exception:
+            _log.debug("otel_memory: force_flush of %r failed", provider, exc_info=True)
+        if time.monotonic() - started > 2 * _FLUSH_TIMEOUT_MILLIS / 1000:
+            break

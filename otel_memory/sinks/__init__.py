@@ -1,0 +1,1 @@
+"""Where signals go: the daily log, OTel log records, gauges and histograms."""
