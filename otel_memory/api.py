@@ -16,7 +16,7 @@ from opentelemetry._logs import LoggerProvider
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from otel_memory.activity.tasks import traced_task as TracedTask
+from otel_memory.activity.traced import traced_task as TracedTask
 from otel_memory.base.config import Config, load_config
 from otel_memory.kernel.readings import ReadingSource
 from otel_memory.runtime.runtime import get_runtime
@@ -61,7 +61,7 @@ def clear_active_task(label: str | None = None, *, error: BaseException | None =
 def traced_task(name: str) -> TracedTask:
     """A task as a decorator (functions, coroutines, (async) generators) or a context manager
     (``with`` / ``async with``); exceptions are recorded on the span and re-raised."""
-    return get_runtime().tasks.traced_task(name)
+    return TracedTask(name, get_runtime().tasks)
 
 
 def start(

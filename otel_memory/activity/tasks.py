@@ -1,16 +1,12 @@
 """Tasks: named units of work that become OpenTelemetry spans carrying memory readings.
 
-    from otel_memory import traced_task, set_active_task, clear_active_task
+    tasks = Tasks(reader, open_tasks, sampler, events, warn_once)   # the runtime builds it
+    tasks.set_active_task("Nations Dump Download")    # the legacy memory_monitor API
+    tasks.set_active_task("Nations Dump Processing")  # ends Download (flat, as it always was)
+    tasks.clear_active_task("Nations Dump Complete")
 
-    @traced_task("Regions Dump")
-    async def regions_dump() -> None: ...
-
-    with traced_task("Nations Dump Processing"):
-        ...
-
-    set_active_task("Nations Dump Download")          # the legacy memory_monitor API
-    set_active_task("Nations Dump Processing")        # ends Download (flat, as it always was)
-    clear_active_task("Nations Dump Complete")
+:mod:`otel_memory.activity.traced` builds ``traced_task`` on the same steps (:func:`begin`,
+:func:`activate`, :func:`end`); the public functions are in :mod:`otel_memory.api`.
 
 Each thread and each asyncio task has its own stack of open tasks (a context variable), so
 concurrent tasks never end each other's spans. ``traced_task`` nests (a child span); the legacy
@@ -25,14 +21,11 @@ the daily line, the OTel log record and the task histograms are produced off the
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import threading
 from asyncio import events as _asyncio_events
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import Callable
 from contextvars import ContextVar
-from types import TracebackType
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -51,7 +44,6 @@ from otel_memory.base.names import clean_name
 from otel_memory.base.version import __version__
 from otel_memory.kernel.readings import MemoryReader
 
-_F = TypeVar("_F", bound=Callable[..., Any])
 _get_running_loop = _asyncio_events._get_running_loop
 _current_thread = threading.current_thread
 _INTERNAL = SpanKind.INTERNAL
@@ -67,10 +59,10 @@ class _Legacy:
 LEGACY = _Legacy()
 
 
-_stack: ContextVar[tuple[OpenTask, ...]] = ContextVar("otel_memory_task_stack", default=())
+task_stack: ContextVar[tuple[OpenTask, ...]] = ContextVar("otel_memory_task_stack", default=())
 
 
-def _current_owner() -> object:
+def current_owner() -> object:
     """Who owns a task opened now: the running asyncio task, else the thread."""
     if _get_running_loop() is not None:
         task = asyncio.current_task()
@@ -90,7 +82,7 @@ def _owner_finished(owner: object) -> bool:
 # --------------------------------------------------------------------------- start and end
 
 
-def _begin(
+def begin(
     rt: Tasks, name: str, opener: object, owner: object, parent: Context | None = None
 ) -> OpenTask:
     """Read memory, open the span (a child of ``parent`` or the current context), queue START.
@@ -131,7 +123,7 @@ def _peak(task: OpenTask, end: MemoryReading) -> int:
     return peak
 
 
-def _finish(
+def finish(
     rt: Tasks,
     task: OpenTask,
     label: str | None = None,
@@ -229,22 +221,22 @@ def _set_status(rt: Tasks, span: Span, label: str | None, error: object) -> None
     span.set_status(Status(StatusCode.ERROR, description))
 
 
-def _activate(task: OpenTask) -> None:
+def activate(task: OpenTask) -> None:
     """Make ``task`` the innermost task and its span the current span of this context."""
     parent = otel_context.get_current()
     task.parent_context = parent
     task.context = trace.set_span_in_context(task.span, parent)
     task.token = otel_context.attach(task.context)
-    _stack.set((*_stack.get(), task))
+    task_stack.set((*task_stack.get(), task))
 
 
 def _deactivate(task: OpenTask) -> None:
     """Take an ended task out of this context and restore what it replaced, exactly."""
-    stack = _stack.get()
+    stack = task_stack.get()
     if stack and stack[-1] is task:  # the usual case: the innermost task ends
-        _stack.set(stack[:-1])
+        task_stack.set(stack[:-1])
     elif task in stack:
-        _stack.set(tuple(t for t in stack if t is not task and not t.ended))
+        task_stack.set(tuple(t for t in stack if t is not task and not t.ended))
     context, token, task.token = task.context, task.token, None
     if context is None:
         return
@@ -269,20 +261,20 @@ def _forget_context(task: OpenTask) -> None:
     dict.update(context, parent)
 
 
-def _end(rt: Tasks, task: OpenTask, label: str | None, error: object, reason: str | None) -> None:
+def end(rt: Tasks, task: OpenTask, label: str | None, error: object, reason: str | None) -> None:
     """End ``task`` and take it out of the caller's context."""
     try:
-        _finish(rt, task, label, error, reason)
+        finish(rt, task, label, error, reason)
     finally:
         _deactivate(task)
 
 
 def _live_stack() -> tuple[OpenTask, ...]:
     """This context's stack without tasks the package already ended (from another thread)."""
-    stack = _stack.get()
+    stack = task_stack.get()
     if stack and any(t.ended for t in stack):
         stack = tuple(t for t in stack if not t.ended)
-        _stack.set(stack)
+        task_stack.set(stack)
     return stack
 
 
@@ -343,13 +335,13 @@ class Tasks:
         """End every open task whose owner (thread or asyncio task) has finished."""
         for task in self.open_tasks.snapshot():
             if task.owner is not None and _owner_finished(task.owner):
-                _finish(self, task, reason=attr.END_OWNER_FINISHED)
+                finish(self, task, reason=attr.END_OWNER_FINISHED)
                 _forget_context(task)
 
     def end_all_open(self, reason: str | None = attr.END_MONITOR_STOPPED) -> None:
         """End every open task in the process (``stop()``, or a test's reset with no reason)."""
         for task in reversed(self.open_tasks.snapshot()):
-            _finish(self, task, reason=reason)
+            finish(self, task, reason=reason)
             if task.token is not None and otel_context.get_current() is task.context:
                 _deactivate(task)
             else:
@@ -370,14 +362,14 @@ class Tasks:
         END line), and the new one is opened as its sibling.
         """
         try:
-            owner = _current_owner()
+            owner = current_owner()
             previous = _innermost_legacy(_live_stack(), owner)
             parent = None
             if previous is not None:
                 parent = previous.parent_context
-                _end(self, previous, None, None, attr.END_REPLACED)
+                end(self, previous, None, None, attr.END_REPLACED)
             task_name = clean_name(name, "task name", self.warn_once)
-            _activate(_begin(self, task_name, LEGACY, owner, parent))
+            activate(begin(self, task_name, LEGACY, owner, parent))
         except Exception as exc:
             self.report("set_active_task", exc)
 
@@ -390,7 +382,7 @@ class Tasks:
         open in this thread or asyncio task, nothing happens.
         """
         try:
-            task = _innermost_legacy(_live_stack(), _current_owner())
+            task = _innermost_legacy(_live_stack(), current_owner())
             if task is None:
                 logger.debug("otel_memory: clear_active_task(%r) with no task open here", label)
                 return
@@ -399,248 +391,6 @@ class Tasks:
                 if label is None
                 else clean_name(label, "clear_active_task label", self.warn_once)
             )
-            _end(self, task, text, error, None)
+            end(self, task, text, error, None)
         except Exception as exc:
             self.report("clear_active_task", exc)
-
-    def traced_task(self, name: str) -> traced_task:
-        """A task as a decorator or a context manager (see :class:`traced_task`)."""
-        return traced_task(name, self)
-
-
-# --------------------------------------------------------------------------- traced_task
-
-
-class traced_task:
-    """A task as a decorator or a context manager.
-
-    Decorates plain functions, coroutine functions, generator and async generator functions
-    (the span covers the generator's whole life; only its own steps run inside the span).
-    Exceptions are recorded on the span, mark it ERROR, and are re-raised.
-    """
-
-    __slots__ = ("_tasks", "name")
-
-    def __init__(self, name: str, tasks: Tasks) -> None:
-        self._tasks = tasks
-        self.name = clean_name(name, "task name", tasks.warn_once)
-
-    # ---- context manager
-
-    def __enter__(self) -> traced_task:
-        self._open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            stack = _stack.get()
-            for index in range(len(stack) - 1, -1, -1):
-                if stack[index].opener is self:
-                    _close(self._tasks, stack[index], exc)
-                    return
-        except Exception as error:
-            self._tasks.report("traced_task exit", error)
-
-    def _open(self) -> OpenTask | None:
-        """Open this task in the caller's context (None if that failed, reported once)."""
-        try:
-            task = _begin(self._tasks, self.name, self, _current_owner())
-            _activate(task)
-            return task
-        except Exception as exc:
-            self._tasks.report("traced_task enter", exc)
-            return None
-
-    async def __aenter__(self) -> traced_task:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-    # ---- decorator
-
-    def __call__(self, func: _F) -> _F:
-        rt = self._tasks
-        if inspect.isasyncgenfunction(func):
-            return cast(_F, _wrap_async_generator(rt, self.name, func))
-        if inspect.isgeneratorfunction(func):
-            return cast(_F, _wrap_generator(rt, self.name, func))
-        open_task = self._open
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def coroutine_wrapper(*args: Any, **kwargs: Any) -> Any:
-                task = open_task()
-                try:
-                    result = await func(*args, **kwargs)
-                except BaseException as exc:
-                    _close(rt, task, exc)
-                    raise
-                _close(rt, task, None)
-                return result
-
-            return cast(_F, coroutine_wrapper)
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            task = open_task()
-            try:
-                result = func(*args, **kwargs)
-            except BaseException as exc:
-                _close(rt, task, exc)
-                raise
-            _close(rt, task, None)
-            return result
-
-        return cast(_F, wrapper)
-
-    def __repr__(self) -> str:
-        return f"traced_task({self.name!r})"
-
-
-def _close(rt: Tasks, task: OpenTask | None, exc: BaseException | None) -> None:
-    """End a ``traced_task`` task (and, first, tasks opened inside it and never cleared)."""
-    if task is None:
-        return
-    try:
-        stack = _stack.get()
-        if stack and stack[-1] is not task and task in stack:  # a forgotten clear inside
-            for orphan in reversed(stack[stack.index(task) + 1 :]):
-                _end(rt, orphan, None, None, attr.END_OWNER_FINISHED)
-        _end(rt, task, None, _as_error(exc), None)
-    except Exception as error:
-        rt.report("traced_task exit", error)
-
-
-def _as_error(exc: BaseException | None) -> BaseException | None:
-    """Exceptions that mean failure; closing a generator early is not one."""
-    if exc is None or isinstance(exc, GeneratorExit | StopIteration | StopAsyncIteration):
-        return None
-    return exc
-
-
-class _Step:
-    """Runs one step of a wrapped generator inside its task's context."""
-
-    __slots__ = ("task", "token")
-
-    def __init__(self, task: OpenTask | None) -> None:
-        self.task = task
-        self.token: object = None
-
-    def __enter__(self) -> None:
-        task = self.task
-        if task is not None and not task.ended and task.context is not None:
-            self.token = otel_context.attach(task.context)
-            _stack.set((*_stack.get(), task))
-
-    def __exit__(self, *exc_info: object) -> None:
-        task, token, self.token = self.task, self.token, None
-        if task is None or token is None:
-            return
-        stack = _stack.get()
-        if task in stack:
-            _stack.set(tuple(t for t in stack if t is not task))
-        if otel_context.get_current() is task.context:
-            otel_context.detach(token)  # type: ignore[arg-type]
-
-
-def _begin_generator(rt: Tasks, name: str) -> OpenTask | None:
-    try:
-        task = _begin(rt, name, None, None)
-    except Exception as exc:
-        rt.report("traced_task start", exc)
-        return None
-    task.parent_context = otel_context.get_current()
-    task.context = trace.set_span_in_context(task.span, task.parent_context)
-    return task
-
-
-def _finish_generator(rt: Tasks, task: OpenTask | None, error: BaseException | None) -> None:
-    if task is not None:
-        with _Step(task):
-            _finish(rt, task, None, _as_error(error), None)
-
-
-def _wrap_generator(
-    rt: Tasks, name: str, func: Callable[..., Generator[Any, Any, Any]]
-) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-        task = _begin_generator(rt, name)
-        step = _Step(task)
-        error: BaseException | None = None
-        try:
-            with step:
-                gen = func(*args, **kwargs)
-            send: Callable[[Any], Any] = gen.send
-            value: Any = None
-            while True:
-                try:
-                    with step:
-                        item = send(value)
-                except StopIteration as stop:
-                    return stop.value
-                try:
-                    value = yield item
-                    send = gen.send
-                except GeneratorExit:
-                    with step:
-                        gen.close()
-                    raise
-                except BaseException as exc:  # thrown in by the consumer: pass it on
-                    value, send = exc, gen.throw
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            _finish_generator(rt, task, error)
-
-    return wrapper
-
-
-def _wrap_async_generator(
-    rt: Tasks, name: str, func: Callable[..., AsyncGenerator[Any, Any]]
-) -> Callable[..., Any]:
-    @functools.wraps(func)
-    async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-        task = _begin_generator(rt, name)
-        step = _Step(task)
-        error: BaseException | None = None
-        try:
-            with step:
-                agen = func(*args, **kwargs)
-            send: Callable[[Any], Any] = agen.asend
-            value: Any = None
-            while True:
-                try:
-                    with step:
-                        item = await send(value)
-                except StopAsyncIteration:
-                    return
-                try:
-                    value = yield item
-                    send = agen.asend
-                except GeneratorExit:
-                    with step:
-                        await agen.aclose()
-                    raise
-                except BaseException as exc:
-                    value, send = exc, agen.athrow
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            _finish_generator(rt, task, error)
-
-    return wrapper

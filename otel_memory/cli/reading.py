@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from otel_memory.base.memory import MB
 from otel_memory.base.retention import DAILY_LOG_NAME
 from otel_memory.cli.errors import InputError, shown
 
@@ -226,10 +227,10 @@ class Progress:
             return
         self._next = now + self._period
         elapsed = max(now - self._started, 1e-9)
-        rate = self._done / elapsed / (1 << 20)
+        rate = self._done / elapsed / MB
         percent = 100.0 * self._done / self._total if self._total else 100.0
         self._stream.write(
-            f"\rreading {self._done / (1 << 20):,.0f} / {self._total / (1 << 20):,.0f} MB"
+            f"\rreading {self._done / MB:,.0f} / {self._total / MB:,.0f} MB"
             f" ({percent:.0f}%), {rate:,.1f} MB/s "
         )
         self._stream.flush()

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from opentelemetry.util.types import AttributeValue
 
 from otel_memory.base.config import Thresholds
-
-MB = 1_048_576
+from otel_memory.base.memory import MB
 
 RSS_WARNING = "rss_warning"
 RSS_CRITICAL = "rss_critical"
