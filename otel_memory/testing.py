@@ -3,7 +3,7 @@
     from otel_memory.testing import FakeReadingSource, reading
 
     source = FakeReadingSource([reading(rss_mb=100), reading(rss_mb=150)])
-    set_reading_source(source)
+    otel_memory.api.set_reading_source(source)      # or otel_memory.start(reading_source=source)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from otel_memory.kernel.readings import MB, MemoryReading
+from otel_memory.base.memory import MB, MemoryReading
 
 
 def reading(
