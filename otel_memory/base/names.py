@@ -2,7 +2,7 @@
 every output can carry (valid UTF-8), and odd input is reported once.
 
     clean_name(b"Nations Dump", "task name", warn_once)    # 'Nations Dump', reported once
-    clean_name("caf\udce9")                                  # 'caf\\udce9'
+    clean_name("caf" + chr(0xDCE9))                          # a lone surrogate: escaped
 
 The daily log's brackets have their own rule (no line break, no ``]``): that is the line
 format's (:func:`otel_memory.base.logline.sanitize_name`), not a cleaning of the name.
