@@ -1,6 +1,7 @@
 /* The heap census's compiled pass (optional: otel_memory.census falls back to pure Python).
  *
  * tally(objects, chunk_size, between_chunks, plan, fallback) -> (totals, tuples, tuple_items)
+ * instances(objects, types, limit) -> list (the reachability check's sample; see below)
  *
  * 1. Calls objects() (gc.get_objects) and, before any Python code can run, counts the exact
  *    tuples of the returned list and removes them from it in place: a tuple another thread is
@@ -328,10 +329,70 @@ done:
     return totals;
 }
 
+/* instances(objects, types, limit) -> list
+ *
+ * Up to limit objects of objects() (gc.get_objects) whose exact type is one of the tuple types,
+ * walking the list from its end: the newest objects of a collector generation come first. The
+ * result list is made before objects() is called, and nothing between that call and the release
+ * of its list allocates a GC object or runs Python code, so no half-built tuple of another
+ * thread is referenced when that thread may run (gh-59313; types must not include tuple).
+ */
+static PyObject *
+instances(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects, *types;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OO!n:instances", &objects, &PyTuple_Type, &types, &limit)) {
+        return NULL;
+    }
+    Py_ssize_t ntypes = PyTuple_GET_SIZE(types);
+    for (Py_ssize_t j = 0; j < ntypes; j++) {
+        if (PyTuple_GET_ITEM(types, j) == (PyObject *)&PyTuple_Type) {
+            PyErr_SetString(PyExc_ValueError, "instances() cannot collect tuples");
+            return NULL;
+        }
+    }
+    PyObject *found = PyList_New(0);
+    if (found == NULL) {
+        return NULL;
+    }
+    PyObject *objs = PyObject_CallObject(objects, NULL);
+    if (objs == NULL) {
+        Py_DECREF(found);
+        return NULL;
+    }
+    if (!PyList_Check(objs)) {
+        PyErr_SetString(PyExc_TypeError, "objects() must return a list");
+        Py_DECREF(objs);
+        Py_DECREF(found);
+        return NULL;
+    }
+    for (Py_ssize_t i = PyList_GET_SIZE(objs) - 1; i >= 0 && PyList_GET_SIZE(found) < limit; i--) {
+        PyObject *item = PyList_GET_ITEM(objs, i);
+        PyObject *type = (PyObject *)Py_TYPE(item);
+        for (Py_ssize_t j = 0; j < ntypes; j++) {
+            if (PyTuple_GET_ITEM(types, j) == type) {
+                /* list growth reallocates the item array only: no GC allocation, no Python */
+                if (PyList_Append(found, item) < 0) {
+                    Py_DECREF(objs);
+                    Py_DECREF(found);
+                    return NULL;
+                }
+                break;
+            }
+        }
+    }
+    Py_DECREF(objs);
+    return found;
+}
+
 static PyMethodDef census_methods[] = {
     {"tally", tally, METH_VARARGS,
      "tally(objects, chunk_size, between_chunks, plan, fallback) -> (totals, tuples, items)\n\n"
      "Count and size objects() by type; see otel_memory/activity/_census.c."},
+    {"instances", instances, METH_VARARGS,
+     "instances(objects, types, limit) -> list\n\n"
+     "Up to limit objects of objects() of exact type in types, from the end of the list."},
     {NULL, NULL, 0, NULL},
 };
 

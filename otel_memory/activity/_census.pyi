@@ -11,3 +11,6 @@ def tally(
     fallback: Callable[[Any], int],
     /,
 ) -> tuple[dict[type, tuple[int, int]], int, int]: ...
+def instances(
+    objects: Callable[[], list[Any]], types: tuple[type, ...], limit: int, /
+) -> list[Any]: ...

@@ -52,7 +52,8 @@ from opentelemetry._logs import LoggerProvider
 from otel_memory.activity.census import HeapCensus, take_census
 from otel_memory.base.config import Config
 from otel_memory.base.diagnostics import WarnOnce
-from otel_memory.guards.leaks import PROFILER_LOGGER, LeakDetector, report_suspect
+from otel_memory.guards.leaks import PROFILER_LOGGER, LeakDetector, LeakSuspect, report_suspect
+from otel_memory.guards.reachability import Limits, ReachabilityCheck
 from otel_memory.kernel.readings import MB
 
 _log = logging.getLogger("otel_memory")
@@ -105,12 +106,16 @@ class ProfilerStats:
         trend_censuses: of which fed to the leak trend (taken after a full collection).
         ticks: snapshot blocks logged.
         reused: ticks that logged the previous census because nothing had changed.
+        checks: reachability checks run.
+        check_seconds: CPU seconds they took (the profiler thread's).
     """
 
     censuses: int = 0
     trend_censuses: int = 0
     ticks: int = 0
     reused: int = 0
+    checks: int = 0
+    check_seconds: float = 0.0
 
 
 class Profiler:
@@ -122,6 +127,7 @@ class Profiler:
         take: the census function (tests may pass a scripted one).
         logger: where the snapshot block and leak warnings go (``memory_profiler``).
         logger_provider: for the leak log records; the global provider by default.
+        limits: what one reachability check may spend.
     """
 
     def __init__(
@@ -132,11 +138,16 @@ class Profiler:
         take: Callable[[], HeapCensus] = take_census,
         logger: logging.Logger | None = None,
         logger_provider: LoggerProvider | None = None,
+        limits: Limits | None = None,
     ) -> None:
         profiling = config.profiling
         self.interval = profiling.interval_seconds if interval is None else interval
         self.top_n = profiling.top_n_classes
         self.detector = LeakDetector(profiling.leak_snapshots)
+        # Every census, garbage included: a candidate is a suspect once its growth is reachable.
+        self.reachable = LeakDetector(profiling.leak_snapshots, confirm=True)
+        self.reachability = ReachabilityCheck(limits)
+        self._retry: dict[str, tuple[int, int]] = {}  # candidate -> (next census, failures)
         self.logger = logger or logging.getLogger(PROFILER_LOGGER)
         self.stats = ProfilerStats()
         self._take = take
@@ -167,6 +178,12 @@ class Profiler:
         with self._lock:
             if listener in self._listeners:
                 self._listeners.remove(listener)
+
+    def suspects(self) -> list[LeakSuspect]:
+        """Every current suspect of both routes (after a full collection, or reachable growth)."""
+        found = {s.name: s for s in self.detector.suspects()}
+        found.update((s.name, s) for s in self.reachable.suspects())
+        return sorted(found.values(), key=lambda s: (-s.growth, s.name))
 
     def snapshot(self) -> HeapCensus:
         """Take a census now, log it and notify listeners.
@@ -217,6 +234,10 @@ class Profiler:
     def _run(self) -> None:
         gc.callbacks.append(self._on_gc)
         try:
+            try:  # the reachable-growth trend's first point: a leak is named one interval sooner
+                self._census(trend=False, full=_collections()[0], baseline=True)
+            except Exception as exc:
+                self._warn_once("snapshot", "otel_memory: memory snapshot failed: %r", exc)
             next_tick = time.monotonic() + self.interval
             while not self._stop.is_set():
                 with contextlib.suppress(queue.Empty):
@@ -260,20 +281,56 @@ class Profiler:
 
     # ------------------------------------------------------------------ shared steps
 
-    def _census(self, *, trend: bool, full: int) -> HeapCensus:
+    def _census(self, *, trend: bool, full: int, baseline: bool = False) -> HeapCensus:
         with self._census_lock:
             census = self._take()
             self.stats.censuses += 1
-            self._latest = census
-            self._latest_at = time.monotonic()
-            if not trend:
-                return census
-            self.stats.trend_censuses += 1
-            self._trend_full, self._trend_at = full, self._latest_at
-            new = self.detector.observe(census)
-        for suspect in new:
+            if not baseline:  # the baseline is too old for the first block: a tick takes its own
+                self._latest = census
+                self._latest_at = time.monotonic()
+            found: list[LeakSuspect] = []
+            if trend:
+                self.stats.trend_censuses += 1
+                self._trend_full, self._trend_at = full, time.monotonic()
+                for suspect in self.detector.observe(census):
+                    if not self.reachable.is_suspect(suspect.name):
+                        found.append(self._with_path(suspect))
+            found += self._confirmed(self.reachable.observe(census))
+        for suspect in found:
             report_suspect(suspect, logger=self.logger, logger_provider=self._logger_provider)
         return census
+
+    def _check(self, suspect: LeakSuspect) -> tuple[bool, tuple[str, ...]]:
+        verdict = self.reachability.check(suspect.name, suspect.per_snapshot)
+        self.stats.checks += 1
+        self.stats.check_seconds += verdict.seconds
+        return verdict.reachable_enough, verdict.path
+
+    def _with_path(self, suspect: LeakSuspect) -> LeakSuspect:
+        """A suspect of the full-collection trend (garbage already gone), with a path if found."""
+        return LeakSuspect(
+            suspect.name, suspect.streak, suspect.before, suspect.now, self._check(suspect)[1]
+        )
+
+    def _confirmed(self, candidates: list[LeakSuspect]) -> list[LeakSuspect]:
+        """The candidates whose new instances are reachable; garbage is retried less often."""
+        number = self.stats.censuses
+        self._retry = {c.name: self._retry[c.name] for c in candidates if c.name in self._retry}
+        confirmed: list[LeakSuspect] = []
+        for candidate in candidates:
+            due, failures = self._retry.get(candidate.name, (number, 0))
+            if number < due:
+                continue
+            reachable, path = self._check(candidate)
+            if not reachable:
+                # garbage (or unknown): check again after 1, 2, 4, then every 8 censuses
+                self._retry[candidate.name] = (number + min(2**failures, 8), failures + 1)
+                continue
+            self._retry.pop(candidate.name, None)
+            suspect = self.reachable.confirm(candidate.name, path)
+            if suspect is not None and not self.detector.is_suspect(candidate.name):
+                confirmed.append(suspect)
+        return confirmed
 
     def _log(self, census: HeapCensus) -> None:
         """The block, at INFO, to the logger's handlers whatever the loggers' levels.

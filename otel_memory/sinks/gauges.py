@@ -413,7 +413,7 @@ class MetricsHandle:
         if self.closed or self._profiler is None:
             return []
         try:
-            return [Observation(len(self._profiler.detector.suspects()))]
+            return [Observation(len(self._profiler.suspects()))]
         except Exception as exc:  # the detector is another module's: never into the scrape
             self._warn_once("suspects", "otel_memory: leak gauges skipped: %r", exc)
             return []
@@ -423,7 +423,7 @@ class MetricsHandle:
         if self.closed or self._profiler is None:
             return []
         try:
-            suspects = self._profiler.detector.suspects()[: self._config.profiling.top_n_classes]
+            suspects = self._profiler.suspects()[: self._config.profiling.top_n_classes]
             return [Observation(s.streak, {ATTR_PYTHON_TYPE: s.name}) for s in suspects]
         except Exception as exc:
             self._warn_once("suspects", "otel_memory: leak gauges skipped: %r", exc)
