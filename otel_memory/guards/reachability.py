@@ -349,7 +349,7 @@ class _Naming:
     named: str = ""  # the holder's name (global, attribute, local)
     pending: str | None = None  # the next object's name, set by folded plumbing
     namespace: str = ""  # the holder is a namespace dict: its keys name its values
-    closure_of: types.FunctionType | None = None
+    closure_of: Any = None  # the function whose closure tuple was just folded
 
     def step(self, obj: Any) -> str | None:
         """The name of ``obj`` held by the holder; None when ``obj`` is plumbing (folded)."""
