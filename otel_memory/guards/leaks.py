@@ -172,6 +172,7 @@ class LeakDetector:
         self._tracks: dict[str, _Track] = {}
         self._flagged: set[str] = set()
         self._paths: dict[str, tuple[str, ...]] = {}
+        self._seen = False  # a census was observed: classes new after it grew from 0
         self._lock = threading.Lock()
 
     def observe(self, census: HeapCensus) -> list[LeakSuspect]:
@@ -183,6 +184,8 @@ class LeakDetector:
         new: list[LeakSuspect] = []
         with self._lock:
             old = self._tracks
+            first = not self._seen
+            self._seen = True
             specific_gain = sum(
                 count - old[name].count if name in old else count
                 for name, count in counts.items()
@@ -193,8 +196,12 @@ class LeakDetector:
             for name, count in counts.items():
                 track = old.get(name)
                 if track is None:
-                    tracks[name] = _Track(count=count, before=count)
-                    continue
+                    if first:
+                        tracks[name] = _Track(count=count, before=count)
+                        continue
+                    # absent from the previous census: it grew from 0 (a leak of a class that
+                    # had no instance yet counts from its first)
+                    track = _Track(count=0, before=0)
                 gain = count - track.count
                 if gain > 0:
                     track.streak += 1
