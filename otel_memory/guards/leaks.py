@@ -1,18 +1,23 @@
-"""Leak suspects: classes whose objects keep accumulating in censuses taken after full collections.
+"""Leak suspects: classes whose objects keep accumulating, census after census.
 
     from otel_memory.guards.leaks import LeakDetector, report_suspect
 
     detector = LeakDetector(snapshots=3)
-    for census in censuses:                       # each taken right after a full gc
+    for census in censuses:                       # e.g. each taken right after a full gc
         for suspect in detector.observe(census):   # classes that just became suspects
             report_suspect(suspect)
 
-The detector only sees what it is fed: :class:`~.profiler.Profiler` feeds it censuses
-taken right after a full (generation 2) collection, so unreachable cycles, which that collection
-freed, never count. On top of that, a class is a suspect only when all of these hold:
+The detector only sees what it is fed, and applies the rules below. The
+:class:`~.profiler.Profiler` runs two: one fed censuses taken right after a full
+(generation 2) collection, so unreachable cycles, which that collection freed, never count; and
+one fed every census with ``confirm=True``, whose candidates become suspects only once the
+:mod:`~.reachability` check ties their new instances to a root (``confirm(name,
+path)``), so garbage never counts there either and a leak is named without waiting for the
+host's full collection. A class is a candidate only when all of these hold:
 
 - **Sustained**: its count grew in each of the last ``snapshots`` censuses (a flat or falling
-  census resets the streak). ``before`` is its count when the streak began.
+  census resets the streak). ``before`` is its count when the streak began (0 for a class
+  absent from the previous census: a leak of a class that had no instance yet).
 - **Large**: it gained at least ``min_growth`` (1,000) objects and at least ``min_ratio`` (20 %)
   of ``before`` over the streak. In-flight work (a batch of handlers, a request's objects, a
   queue of spans) moves classes by tens to hundreds of objects and then drops back; the leak this

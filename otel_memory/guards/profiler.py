@@ -20,11 +20,15 @@ Every ``interval_seconds`` the ``memory_profiler`` logger gets the SPEC block at
 
 and listeners such as the heap gauges get the census.
 
-**The leak trend only uses censuses taken right after a full collection.** A ``gc.callbacks``
-hook wakes the thread when the host's own generation-2 collection finishes (the package never
-calls ``gc.collect()``); the thread then takes a census, at most one per ``0.9 * interval``, and
-feeds it to the :class:`~.leaks.LeakDetector`. Cyclic garbage was just freed, so it
-never counts as growth. When no full collection ran, the trend simply has no new point.
+**Two leak trends.** Every fresh census (the first is taken when the thread starts) feeds
+``reachable``, a :class:`~.leaks.LeakDetector` whose candidates are checked by the
+:class:`~.reachability.ReachabilityCheck` before they are named: growth tied to a root
+is a suspect at once, with its path; growth that is garbage never is, and is checked again after
+1, 2, 4, then every 8 censuses. Besides, a ``gc.callbacks`` hook wakes the thread when the host's
+own generation-2 collection finishes (the package never calls ``gc.collect()``); the thread then
+takes a census, at most one per ``0.9 * interval``, and feeds it to ``detector``: cyclic garbage
+was just freed, so its suspects need no check (the search still looks for their path). A class
+is reported once, whichever trend names it first.
 
 **A census is skipped when nothing changed.** At each tick the block shows the newest census if
 one was taken since the previous tick; otherwise a new one is taken only if a generation-1 or -2

@@ -1,6 +1,6 @@
 """Is a growing class's new growth reachable? A bounded backward search from its newest instances.
 
-    from otel_memory.reachability import ReachabilityCheck
+    from otel_memory.guards.reachability import ReachabilityCheck
 
     check = ReachabilityCheck()
     verdict = check.check("app.Message", per_census=20_000)
