@@ -312,9 +312,7 @@ class Profiler:
 
     def _with_path(self, suspect: LeakSuspect) -> LeakSuspect:
         """A suspect of the full-collection trend (garbage already gone), with a path if found."""
-        return LeakSuspect(
-            suspect.name, suspect.streak, suspect.before, suspect.now, self._check(suspect)[1]
-        )
+        return self.detector.confirm(suspect.name, self._check(suspect)[1]) or suspect
 
     def _confirmed(self, candidates: list[LeakSuspect]) -> list[LeakSuspect]:
         """The candidates whose new instances are reachable; garbage is retried less often."""
