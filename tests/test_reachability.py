@@ -299,6 +299,40 @@ def test_a_few_in_flight_objects_do_not_make_growing_garbage_reachable(no_automa
     assert not verdict.reachable_enough
 
 
+class Payload:
+    pass
+
+
+def test_checking_garbage_leaves_other_threads_locals_alone(no_automatic_collection):
+    # Before 3.13, reading a running frame's locals leaves a snapshot dict on the frame that keeps
+    # them alive until its next refresh: a check of garbage must not need it.
+    import weakref
+
+    ready, dropped, done = threading.Event(), threading.Event(), threading.Event()
+    alive: list[bool] = []
+
+    def work() -> None:
+        payload = Payload()
+        ref = weakref.ref(payload)
+        ready.set()
+        dropped.wait(30)
+        del payload
+        alive.append(ref() is not None)
+        done.set()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    assert ready.wait(10)
+    for _ in range(3_000):
+        Cycle()
+    verdict = check("Cycle")
+    dropped.set()
+    assert done.wait(10)
+    worker.join()
+    assert not verdict.reachable_enough
+    assert alive == [False]
+
+
 def test_what_only_the_checking_thread_holds_is_not_reachable(no_automatic_collection):
     # Our own frame holds them, as the profiler thread's frames hold its sample: not a root.
     held = [Cycle() for _ in range(2_000)]

@@ -16,7 +16,10 @@ alive outside the collector's view of garbage:
 - a module's ``__dict__`` (a module global): ``module app``;
 - a class's ``__dict__`` (a class attribute): ``class app.Registry``;
 - a local variable of a frame that another thread is running (``sys._current_frames()``): live
-  frames do not show their locals to ``gc.get_referrers``, so their locals are indexed up front.
+  frames do not show their locals to ``gc.get_referrers``, so when the search meets an object
+  that nothing the collector sees refers to, those locals are indexed (garbage never needs it:
+  each object of a cycle is held by another; and reading a running frame's locals before 3.13
+  leaves a snapshot of them on the frame until its next refresh, so it is done only then).
 
 Closure cells and ``functools.lru_cache`` caches are reached through the function or wrapper that
 holds them, and that through its module or class. A search that runs dry proves the sampled objects
@@ -42,6 +45,7 @@ from __future__ import annotations
 import builtins
 import functools
 import gc
+import inspect
 import sys
 import threading
 import time
@@ -178,6 +182,7 @@ class _Search:
         self.roots: dict[int, str] = {}  # id of a root object -> its label
         self.locals: dict[int, _FrameLocal] = {}  # id of a value held by another thread's frame
         self.module_dicts: dict[int, str] = {}
+        self.expanded: set[int] = set()  # ids searched for referrers
         self.calls = 0
         self.exhausted = False
         for container in (self.own, self.keep, self.holders, self.roots, self.locals):
@@ -185,11 +190,16 @@ class _Search:
 
     # ----------------------------------------------------------------- roots
 
-    def index_roots(self) -> None:
+    def index_modules(self) -> None:
         for name, module in list(sys.modules.items()):
             namespace = getattr(module, "__dict__", None)
             if isinstance(namespace, dict) and not _is_own_module(name):
                 self.module_dicts[id(namespace)] = name
+
+    def index_frames_if_needed(self) -> None:
+        """Index other threads' locals, if an object searched has no holder the collector sees."""
+        if all(i in self.holders or i in self.roots for i in self.expanded):
+            return
         threads = {t.ident: t.name for t in threading.enumerate()}
         me = threading.get_ident()
         frames = sys._current_frames()
@@ -207,8 +217,8 @@ class _Search:
         module = frame.f_globals.get("__name__")
         if _is_own_module(module):
             return
-        if frame.f_locals is frame.f_globals:  # module-level code: its globals are module roots
-            return
+        if not frame.f_code.co_flags & inspect.CO_OPTIMIZED:
+            return  # module-level code (its globals are module roots) or a class body
         local_values = frame.f_locals  # a snapshot dict before 3.13: exclude it
         self.own.add(id(local_values))
         code = frame.f_code
@@ -244,6 +254,7 @@ class _Search:
             chunk = frontier[: self.limits.frontier]
             del frontier[: self.limits.frontier]
             args = tuple(chunk)
+            self.expanded.update(map(id, chunk))
             self.own.add(id(chunk))
             self.own.add(id(args))
             found = gc.get_referrers(*args)  # a tuple passed with * is the call's own args
@@ -480,8 +491,10 @@ class ReachabilityCheck:
         del pool
         search = _Search(self.limits, self.clock)
         try:
-            search.index_roots()
+            search.index_modules()
             search.run(sample)
+            if 2 * search._reached(sample) <= len(sample):
+                search.index_frames_if_needed()
             memo: dict[int, bool] = {}
             tied = [obj for obj in sample if search._tied(id(obj), memo)]
             path = search.path(tied[0]) if tied else ()
