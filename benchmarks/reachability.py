@@ -31,8 +31,8 @@ from collections.abc import Callable
 
 from _common import build_heap, python_line
 
-from otel_memory.census import take_census
-from otel_memory.reachability import Limits, ReachabilityCheck
+from otel_memory.activity.census import take_census
+from otel_memory.guards.reachability import Limits, ReachabilityCheck
 
 GROWTH = 20_000
 GOAL_SECONDS_PER_HOUR = 3.6

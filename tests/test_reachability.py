@@ -22,12 +22,18 @@ from typing import ClassVar
 
 import pytest
 
-import otel_memory.census as census_module
-from otel_memory.census import ACCELERATED, newest_instances
-from otel_memory.config import config_from_dict
-from otel_memory.leaks import ATTR_LEAK_PATH, LEAK_EVENT_NAME, LeakDetector, LeakSuspect, describe
-from otel_memory.profiler import Profiler
-from otel_memory.reachability import Limits, ReachabilityCheck, resolve
+import otel_memory.activity.census as census_module
+from otel_memory.activity.census import ACCELERATED, newest_instances
+from otel_memory.base.config import config_from_dict
+from otel_memory.guards.leaks import (
+    ATTR_LEAK_PATH,
+    LEAK_EVENT_NAME,
+    LeakDetector,
+    LeakSuspect,
+    describe,
+)
+from otel_memory.guards.profiler import Profiler
+from otel_memory.guards.reachability import Limits, ReachabilityCheck, resolve
 
 HERE = __name__
 
@@ -461,8 +467,8 @@ def test_without_any_collection_a_reachable_leak_is_named_with_its_path_and_garb
 SERVICE = textwrap.dedent(
     """
     import functools, gc, json, logging, threading, time
-    from otel_memory.config import config_from_dict
-    from otel_memory.profiler import Profiler
+    from otel_memory.base.config import config_from_dict
+    from otel_memory.guards.profiler import Profiler
 
     class ByGlobal: pass
     class ByClass: pass

@@ -118,17 +118,12 @@ class Suspect(Protocol):
     def streak(self) -> int: ...
 
 
-class SuspectList(Protocol):
-    """Where the current leak suspects come from (the profiler's detector)."""
-
-    def suspects(self) -> Sequence[Suspect]: ...
-
-
 class CensusFeed(Protocol):
     """A running heap profiler: hands each census to listeners and knows the suspects."""
 
-    @property
-    def detector(self) -> SuspectList: ...
+    def suspects(self) -> Sequence[Suspect]:
+        """The current leak suspects (of both of the profiler's trends)."""
+        ...
 
     def add_listener(self, listener: Callable[[HeapCensus], None]) -> None: ...
 
