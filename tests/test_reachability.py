@@ -354,6 +354,38 @@ def test_what_the_monitor_itself_holds_is_not_reachable(monkeypatch):
     assert verdict.sampled > 0 and verdict.reachable == 0, verdict.path
 
 
+def test_a_check_runs_no_application_code(tmp_path, monkeypatch):
+    # GIVEN a lazily imported module (it loads at its first attribute access) and a namespace
+    # dict whose own methods are the application's code
+    import importlib.util
+
+    marker = tmp_path / "loaded"
+    (tmp_path / "lazy_for_test.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = importlib.util.find_spec("lazy_for_test")
+    assert spec is not None and spec.loader is not None
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "lazy_for_test", module)
+    spec.loader.exec_module(module)
+
+    class Noisy(dict):
+        def get(self, *args: object) -> object:
+            raise AssertionError("the application's dict method ran")
+
+        def items(self):  # type: ignore[override]
+            raise AssertionError("the application's dict method ran")
+
+    holder = Noisy(things=[Thing() for _ in range(2_000)])
+    # WHEN classes are checked and resolved
+    verdict = check("Thing")
+    resolve("lazy_for_test.Anything")
+    # THEN the module is still not loaded, and nothing raised
+    assert not marker.exists()
+    assert verdict.sampled > 0
+    del holder
+
+
 # ------------------------------------------------------------------- bounds
 
 

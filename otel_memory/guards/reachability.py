@@ -134,14 +134,27 @@ def resolve(name: str) -> list[type]:
             continue
         obj: Any = module
         for attr in parts[cut:]:
-            # vars(), not getattr(): a module's __getattr__ (PEP 562) or a descriptor runs code
-            obj = vars(obj).get(attr) if hasattr(obj, "__dict__") else None
+            # the namespace, not getattr(): a module's __getattr__ (PEP 562), a lazy module or
+            # a descriptor would run code
+            namespace = _namespace(obj)
+            obj = dict.get(namespace, attr) if namespace is not None else None
             if obj is None:
                 break
         if isinstance(obj, type) and class_name(obj) == name:
             return [obj]
         break
     return [cls for cls in _all_classes() if class_name(cls) == name]  # e.g. <locals> classes
+
+
+def _namespace(obj: Any) -> dict[Any, Any] | None:
+    """``obj.__dict__`` as a dict, bypassing an overridden ``__getattribute__``; else None."""
+    try:
+        namespace = object.__getattribute__(obj, "__dict__")
+    except Exception:  # no __dict__, or a __dict__ property of the application's that raised
+        return None
+    if isinstance(namespace, types.MappingProxyType):  # a class: the dict behind its proxy
+        namespace = next((d for d in gc.get_referents(namespace) if isinstance(d, dict)), None)
+    return namespace if isinstance(namespace, dict) else None
 
 
 def _all_classes() -> list[type]:
@@ -183,17 +196,18 @@ class _Search:
         self.locals: dict[int, _FrameLocal] = {}  # id of a value held by another thread's frame
         self.module_dicts: dict[int, str] = {}
         self.expanded: set[int] = set()  # ids searched for referrers
+        self.pinned: list[object] = []  # our containers, alive until the end: ids not reused
         self.calls = 0
         self.exhausted = False
-        for container in (self.own, self.keep, self.holders, self.roots, self.locals):
+        for container in (self.own, self.keep, self.holders, self.roots, self.locals, self.pinned):
             self.own.add(id(container))
 
     # ----------------------------------------------------------------- roots
 
     def index_modules(self) -> None:
         for name, module in list(sys.modules.items()):
-            namespace = getattr(module, "__dict__", None)
-            if isinstance(namespace, dict) and not _is_own_module(name):
+            namespace = _namespace(module)  # never getattr(): a lazy module would load
+            if namespace is not None and not _is_own_module(name):
                 self.module_dicts[id(namespace)] = name
 
     def index_frames_if_needed(self) -> None:
@@ -204,6 +218,7 @@ class _Search:
         me = threading.get_ident()
         frames = sys._current_frames()
         self.own.add(id(frames))
+        self.pinned.append(frames)
         for ident, top in frames.items():
             if ident == me:
                 continue
@@ -219,8 +234,9 @@ class _Search:
             return
         if not frame.f_code.co_flags & inspect.CO_OPTIMIZED:
             return  # module-level code (its globals are module roots) or a class body
-        local_values = frame.f_locals  # a snapshot dict before 3.13: exclude it
+        local_values = frame.f_locals  # a snapshot dict before 3.13, a proxy after: exclude it
         self.own.add(id(local_values))
+        self.pinned.append(local_values)
         code = frame.f_code
         function = f"{module}.{getattr(code, 'co_qualname', code.co_name)}"
         for variable, value in list(local_values.items()):
@@ -241,6 +257,7 @@ class _Search:
         self.own.add(id(sample))
         frontier: list[Any] = []
         self.own.add(id(frontier))
+        self.pinned += (sample, frontier)
         for obj in sample:
             if id(obj) not in self.keep:
                 self.keep[id(obj)] = obj
@@ -266,6 +283,7 @@ class _Search:
                 self._edge(referrer, targets, frontier)
             found.clear()
             chunk.clear()
+            self.pinned += (found, chunk, args, targets)
             del found, chunk, args
         self.exhausted = True
 
@@ -301,7 +319,10 @@ class _Search:
         return False
 
     def _is_own_namespace(self, namespace: dict[Any, Any]) -> bool:
-        return _is_own_module(namespace.get("__name__")) and "__loader__" in namespace
+        # dict's own methods: a subclass's overrides are the application's code
+        return _is_own_module(dict.get(namespace, "__name__")) and dict.__contains__(
+            namespace, "__loader__"
+        )
 
     def _root_label(self, obj: Any) -> str | None:
         if id(obj) in self.module_dicts:
@@ -429,38 +450,24 @@ def _type_label(obj: Any) -> str:
 
 def _is_namespace(holder: Any, obj: Any) -> bool:
     """Whether ``obj`` is ``holder``'s own ``__dict__`` (for a class: the dict behind its proxy)."""
-    if not isinstance(obj, dict) or not hasattr(holder, "__dict__"):
-        return False
-    try:
-        namespace = object.__getattribute__(holder, "__dict__")
-    except AttributeError:
-        return False
-    if isinstance(namespace, types.MappingProxyType):
-        return any(inner is obj for inner in gc.get_referents(namespace))
-    return namespace is obj
+    return isinstance(obj, dict) and _namespace(holder) is obj
 
 
 def _has_attributes(holder: Any) -> bool:
-    return not isinstance(holder, (dict, list, set, frozenset, tuple, type)) and hasattr(
-        type(holder), "__dict__"
-    ) and "__dict__" in dir(type(holder))
+    return not isinstance(holder, (dict, list, set, frozenset, tuple, type))
 
 
 def _attribute_of(holder: Any, obj: Any) -> str | None:
-    """The attribute of an instance that holds ``obj`` (its ``__dict__`` or its slots)."""
-    try:
-        namespace = object.__getattribute__(holder, "__dict__")
-    except AttributeError:
+    """The attribute of an instance that holds ``obj`` (in its ``__dict__``)."""
+    namespace = _namespace(holder)
+    if namespace is None:
         return None
-    if isinstance(namespace, dict):
-        for key, value in list(namespace.items()):
-            if value is obj:
-                return str(key)
-    return None
+    key = _key_of(namespace, obj)
+    return None if key == "?" else key
 
 
 def _key_of(namespace: dict[Any, Any], obj: Any) -> str:
-    for key, value in list(namespace.items()):
+    for key, value in list(dict.items(namespace)):
         if value is obj:
             return str(key)
     return "?"
@@ -512,3 +519,4 @@ class ReachabilityCheck:
             sample.clear()
             search.keep.clear()
             search.locals.clear()
+            search.pinned.clear()
