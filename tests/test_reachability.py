@@ -405,7 +405,7 @@ def test_a_search_stops_at_its_limits_and_then_proves_nothing():
         no_time = ReachabilityCheck(Limits(), clock=iter(range(0, 1_000, 10)).__next__).check(
             f"{HERE}.Link", 3_000
         )
-        enough = check("Link", per_census=3_000, limits=Limits(calls=100))
+        enough = check("Link", per_census=3_000, limits=Limits(calls=100, seconds=60))
     finally:
         del Registry.deep  # type: ignore[attr-defined]
     assert few_calls.calls == 3 and not few_calls.exhausted and not few_calls.reachable_enough
