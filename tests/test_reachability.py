@@ -494,6 +494,41 @@ def test_without_any_collection_a_reachable_leak_is_named_with_its_path_and_garb
     assert list(record.attributes[ATTR_LEAK_PATH]) == list(suspect.path)
 
 
+def test_the_suspects_gauge_counts_a_leak_named_without_a_collection(no_automatic_collection):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from otel_memory.sinks import gauges
+    from otel_memory.testing import FakeReadingSource
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    profiler = profiler_with([])
+    handle = gauges.install_metrics(
+        config_from_dict({"general": {"monitoring": {"memory_profiling": {"enabled": True}}}}),
+        meter_provider=provider,
+        reading_source=FakeReadingSource(),
+        profiler=profiler,
+    )
+    try:
+        for _ in range(4):
+            _kept.extend(Leaked() for _ in range(3_000))
+            profiler.snapshot()
+        data = reader.get_metrics_data()
+    finally:
+        _kept.clear()
+        handle.close()
+        provider.shutdown()
+    assert profiler.stats.trend_censuses == 0  # no full collection: only the reachable trend
+    values = {
+        metric.name: [point.value for point in metric.data.data_points]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    assert values[gauges.PYTHON_HEAP_LEAK_SUSPECTS] == [1]
+
+
 # ------------------------------------------------------------------- a real process, every kind
 
 SERVICE = textwrap.dedent(
