@@ -32,7 +32,7 @@ from otel_memory.guards.leaks import (
     LeakSuspect,
     describe,
 )
-from otel_memory.guards.profiler import Profiler
+from otel_memory.guards.profiler import CHECKS_PER_CENSUS, Profiler
 from otel_memory.guards.reachability import Limits, ReachabilityCheck, resolve
 
 HERE = __name__
@@ -492,6 +492,22 @@ def test_without_any_collection_a_reachable_leak_is_named_with_its_path_and_garb
     [record] = [r.log_record for r in exporters[0].get_finished_logs()]
     assert record.event_name == LEAK_EVENT_NAME
     assert list(record.attributes[ATTR_LEAK_PATH]) == list(suspect.path)
+
+
+JUNK = [type(f"Junk{i}", (Cycle,), {"__module__": HERE}) for i in range(6)]
+
+
+def test_a_census_is_followed_by_four_checks_at_most(no_automatic_collection):
+    # GIVEN six classes whose growth is garbage, all candidates at the same census
+    profiler = profiler_with([])
+    for _ in range(4):
+        for kind in JUNK:
+            for _ in range(2_000):
+                kind()
+        profiler.snapshot()
+    # THEN the four largest were checked (and found garbage), the others wait a census
+    assert profiler.stats.checks == CHECKS_PER_CENSUS == 4
+    assert profiler.suspects() == []
 
 
 def test_the_suspects_gauge_counts_a_leak_named_without_a_collection(no_automatic_collection):

@@ -65,6 +65,8 @@ _log = logging.getLogger("otel_memory")
 _Listener = Callable[[HeapCensus], None]
 
 THREAD_NAME = "otel-memory-profiler"
+CHECKS_PER_CENSUS = 4
+"""Reachability checks after one census at most (each bounded by its ``Limits``)."""
 TREND_GAP = 0.9
 """Minimum spacing of trend censuses, as a fraction of the interval."""
 
@@ -319,10 +321,14 @@ class Profiler:
         number = self.stats.censuses
         self._retry = {c.name: self._retry[c.name] for c in candidates if c.name in self._retry}
         confirmed: list[LeakSuspect] = []
-        for candidate in candidates:
+        checks = 0
+        for candidate in candidates:  # the largest growth first
             due, failures = self._retry.get(candidate.name, (number, 0))
             if number < due:
                 continue
+            if checks == CHECKS_PER_CENSUS:
+                break  # the others wait for the next census
+            checks += 1
             reachable, path = self._check(candidate)
             if not reachable:
                 # garbage (or unknown): check again after 1, 2, 4, then every 8 censuses
