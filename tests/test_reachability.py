@@ -23,7 +23,7 @@ from typing import ClassVar
 import pytest
 
 import otel_memory.activity.census as census_module
-from otel_memory.activity.census import ACCELERATED, newest_instances
+from otel_memory.activity.census import ACCELERATED, newest_instances, referrers_of
 from otel_memory.base.config import config_from_dict
 from otel_memory.guards.leaks import (
     ATTR_LEAK_PATH,
@@ -59,8 +59,13 @@ class Thing:
     pass
 
 
-@pytest.mark.parametrize("accelerated", [False, pytest.param(True, marks=pytest.mark.skipif(
-    not ACCELERATED, reason="compiled census not built"))])
+PASSES = [  # the pure-Python pass and its compiled twin
+    False,
+    pytest.param(True, marks=pytest.mark.skipif(not ACCELERATED, reason="not compiled")),
+]
+
+
+@pytest.mark.parametrize("accelerated", PASSES)
 def test_newest_instances_come_newest_first_by_exact_type(accelerated, no_automatic_collection):
     class Sub(Thing):
         pass
@@ -82,6 +87,58 @@ def test_the_compiled_and_python_scans_agree(no_automatic_collection):
         [Thing], 2_000, accelerated=False
     )
     del keep
+
+
+@pytest.mark.parametrize("accelerated", PASSES)
+def test_a_tuple_another_thread_is_building_is_never_held(accelerated):
+    # GIVEN a thread inside tuple(genexpr) over our object, paused half-way: the tuple exists,
+    # refers to the object, and will be resized when the thread goes on (gh-59313)
+    target = Thing()
+    inside, go_on = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def items() -> Iterator[Thing]:
+        for i in range(100):
+            if i == 50:
+                inside.set()
+                go_on.wait(10)
+            yield target
+
+    def build() -> None:
+        try:
+            tuple(items())
+        except SystemError as exc:  # what gc.get_referrers' result makes it raise
+            errors.append(exc)
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    assert inside.wait(10)
+    # WHEN the search asks for the object's referrers and holds them while the thread finishes
+    found, calls = referrers_of((target,), accelerated=accelerated)
+    go_on.set()
+    builder.join()
+    # THEN the half-built tuple was not among them, and the host's tuple() succeeded
+    assert errors == []
+    assert [o for o in found if type(o) is tuple] == [] and calls == 2
+    del found
+
+
+@pytest.mark.parametrize("accelerated", PASSES)
+def test_referrers_keep_the_tuples_something_holds(accelerated):
+    target = Thing()
+    Registry.pair = (target, 1)  # type: ignore[attr-defined]
+    alone = (target, 2)  # held by this running frame only: invisible to the collector
+    box = [target]
+    try:
+        targets = (target,)
+        found, calls = referrers_of(targets, accelerated=accelerated)
+        assert calls == 2
+        assert any(o is Registry.pair for o in found)  # type: ignore[attr-defined]
+        assert any(o is box for o in found)
+        kept = {id(o) for o in found}  # (a comprehension naming `alone` would hold it in a cell)
+        assert id(alone) not in kept and id(targets) not in kept
+    finally:
+        del Registry.pair  # type: ignore[attr-defined]
 
 
 def test_class_names_resolve_without_running_module_code():

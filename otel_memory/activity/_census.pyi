@@ -14,3 +14,6 @@ def tally(
 def instances(
     objects: Callable[[], list[Any]], types: tuple[type, ...], limit: int, /
 ) -> list[Any]: ...
+def referrers(
+    get_referrers: Callable[..., list[Any]], targets: tuple[Any, ...], limit: int, /
+) -> tuple[list[Any], int]: ...

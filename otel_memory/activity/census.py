@@ -348,3 +348,50 @@ def newest_instances(
 def _generation(generation: int) -> Callable[[], list[Any]]:
     """``gc.get_objects`` of one generation, callable from C with no bytecode in between."""
     return functools.partial(gc.get_objects, generation=generation)
+
+
+PROBED_TUPLES = 256
+"""Exact tuples among one call's referrers checked for a holder (more are dropped)."""
+
+
+def _referrers(
+    get_referrers: Callable[..., list[Any]], targets: tuple[Any, ...], limit: int
+) -> tuple[list[Any], int]:
+    """``_census.referrers`` in Python: the same result, unchecked tuples held across bytecode."""
+    found = get_referrers(*targets)
+    tuples = [o for o in found if type(o) is tuple and o is not targets][: max(limit, 1)]
+    found = [o for o in found if type(o) is not tuple]
+    if not tuples:
+        return found, 1
+    sentinel = object()  # a holder that refers to it is the probe or the call's copy of it
+    probe = (*tuples, sentinel)
+    tuples.clear()
+    held: set[int] = set()
+    for holder in get_referrers(*probe):
+        referents = gc.get_referents(holder)
+        if not any(r is sentinel for r in referents):
+            held.update(map(id, referents))
+    found += [t for t in probe[:-1] if id(t) in held]
+    return found, 2
+
+
+def referrers_of(
+    targets: tuple[Any, ...],
+    *,
+    limit: int = PROBED_TUPLES,
+    get_referrers: Callable[..., list[Any]] = gc.get_referrers,
+    accelerated: bool | None = None,
+) -> tuple[list[Any], int]:
+    """``gc.get_referrers(*targets)`` minus the exact tuples nothing the collector sees holds.
+
+    A tuple another thread is still building (``tuple(genexpr)``) is held by that thread's C
+    code only; referencing it when that thread resizes it raises ``SystemError`` there
+    (gh-59313), so such tuples (and ``targets`` itself) are dropped; see ``_census.c``. Returns
+    the referrers and the number of ``get_referrers`` calls made (1, or 2 when tuples were found).
+    """
+    if accelerated is None:
+        accelerated = ACCELERATED
+    if accelerated and _census is None:
+        raise OtelMemoryError("the compiled census (otel_memory._census) is not installed")
+    pick = _census.referrers if accelerated else _referrers
+    return pick(get_referrers, targets, limit)

@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from otel_memory.activity.census import class_name, newest_instances
+from otel_memory.activity.census import class_name, newest_instances, referrers_of
 
 OWN_MODULES = ("otel_memory", "opentelemetry")
 """Modules whose globals, instances and frames are the monitor's or the SDK's own work."""
@@ -275,8 +275,8 @@ class _Search:
             self.expanded.update(map(id, chunk))
             self.own.add(id(chunk))
             self.own.add(id(args))
-            found = gc.get_referrers(*args)  # a tuple passed with * is the call's own args
-            self.calls += 1
+            found, calls = referrers_of(args)  # without tuples still being built
+            self.calls += calls
             self.own.add(id(found))
             targets = {id(obj) for obj in chunk}
             self.own.add(id(targets))
