@@ -29,6 +29,11 @@ garbage piling up between collections never does, and neither do the few in-flig
 class whose growth is garbage, since the sample is spread over the whole new growth, not its
 last objects.
 
+**Never in the host's way.** No application code runs (namespaces are read with ``dict``'s own
+methods, lazy modules stay unloaded), and a tuple another thread is still building is never
+held (:func:`~..activity.census.referrers_of` drops the exact tuples nothing visible holds:
+holding one makes that thread's ``tuple()`` raise ``SystemError``, gh-59313).
+
 **Not fooled by itself.** The sample, the frontier, the argument tuples and every container of the
 search refer to the objects searched: their ids are excluded, and the search's own thread is not a
 root. **Not ours.** Paths through ``otel_memory``'s and the OpenTelemetry SDK's modules, instances
