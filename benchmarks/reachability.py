@@ -8,6 +8,9 @@ grow beside it and times ``ReachabilityCheck.check`` (the profiler thread's CPU 
 
 * ``leak, module global``: 20,000 new objects in a module-level dict (reachable: named, one check);
 * ``leak, thread local``: 20,000 new objects in a list another thread's frame holds;
+* ``leak, closure cell``: 20,000 new objects in a list a module-level function's closure holds
+  (the closure tuple costs a second heap walk: tuples are checked for a holder, see
+  ``referrers_of``);
 * ``garbage, gc off``: 20,000 new reference cycles with automatic collection off (unreachable:
   the search runs dry, the class stays a candidate and is checked again later);
 * ``garbage + in-flight``: the same with the newest 50 held by another thread's frame.
@@ -71,6 +74,28 @@ def case_global(check: ReachabilityCheck) -> tuple[float, int, int, bool, tuple[
     return verdict.seconds, verdict.calls, verdict.visited, verdict.reachable_enough, verdict.path
 
 
+def _closure() -> Callable[[Leaked], None]:
+    seen: list[Leaked] = []
+
+    def remember(item: Leaked) -> None:
+        seen.append(item)
+
+    return remember
+
+
+remember = _closure()
+
+
+def case_closure(check: ReachabilityCheck) -> tuple[float, int, int, bool, tuple[str, ...]]:
+    for n in range(GROWTH):
+        remember(Leaked(n))
+    try:
+        verdict = check.check(f"{__name__}.Leaked", GROWTH)
+    finally:
+        remember.__closure__[0].cell_contents.clear()  # type: ignore[index]
+    return verdict.seconds, verdict.calls, verdict.visited, verdict.reachable_enough, verdict.path
+
+
 def _in_thread(build: Callable[[], list[object]], check: ReachabilityCheck, name: str):
     ready, done = threading.Event(), threading.Event()
 
@@ -119,6 +144,7 @@ def case_in_flight(check: ReachabilityCheck):
 CASES = {
     "leak, module global": (case_global, 1),
     "leak, thread local": (case_local, 1),
+    "leak, closure cell": (case_closure, 1),
     "garbage, gc off": (case_garbage, CHECKS_PER_HOUR_GARBAGE),
     "garbage + in-flight": (case_in_flight, CHECKS_PER_HOUR_GARBAGE),
 }

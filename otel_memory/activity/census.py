@@ -350,8 +350,10 @@ def _generation(generation: int) -> Callable[[], list[Any]]:
     return functools.partial(gc.get_objects, generation=generation)
 
 
-PROBED_TUPLES = 256
-"""Exact tuples among one call's referrers checked for a holder (more are dropped)."""
+PROBED_TUPLES = 8
+"""Exact tuples among one call's referrers checked for a holder (more are dropped): the probe
+has that many slots, made before the first call, and ``gc.get_referrers`` costs grow with its
+number of arguments."""
 
 
 def _referrers(
