@@ -60,12 +60,14 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 
-## Every benchmark: task overhead, the event drain, the guard, the census, a whole asyncio service
+## Every benchmark: task overhead, the event drain, the guard, the census, the leak reachability
+## check, a whole asyncio service
 ## (about 10 min).
 bench-all: bench
 	$(BIN)/python benchmarks/drain.py
 	$(BIN)/python benchmarks/guard.py
 	$(BIN)/python benchmarks/census.py
+	$(BIN)/python benchmarks/reachability.py
 	$(BIN)/python benchmarks/whole_app.py
 
 clean:

@@ -13,8 +13,9 @@ collection (standing in for the ones a long-running process makes on its own; th
 forces one). A class whose object count grows in ``leak_snapshots`` consecutive snapshots (3 by
 default), by at least 1,000 objects and 20 %, becomes a leak suspect: here ``Message``, and not
 the list each message owns. The detector reports it as a WARNING on the ``memory_profiler``
-logger and as an OpenTelemetry log record (event ``otel_memory.leak_suspect``), and the demo
-prints every suspect at the end.
+logger and as an OpenTelemetry log record (event ``otel_memory.leak_suspect``), with the path
+that holds it (``module __main__ -> collections.OrderedDict __main__._message_cache ->
+__main__.Message``), and the demo prints every suspect and its path at the end.
 
 With ``--fixed`` the cache is bounded (the oldest entries are evicted), the count stops growing
 and nothing is flagged.
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_snapshot(census, 5))
     print()
-    suspects = profiler.detector.suspects()
+    suspects = profiler.suspects()
     if not suspects:
         print("no leak suspects")
     for suspect in suspects:
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             f"LEAK SUSPECT {suspect.name}: grew in {suspect.streak} consecutive snapshots,"
             f" {suspect.before:,} -> {suspect.now:,} objects (+{suspect.growth:,})"
         )
+        if suspect.path:
+            print(f"  held by: {' -> '.join(suspect.path)}")
     return 0
 
 

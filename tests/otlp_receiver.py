@@ -115,6 +115,7 @@ class ReceivedLogRecord:
     resource: dict[str, Any]
     scope: str
     protocol: Protocol
+    time_unix_nano: int = 0
 
 
 @dataclass
@@ -408,6 +409,7 @@ class OTLPReceiver:
                                 resource=resource,
                                 scope=scope_logs.scope.name,
                                 protocol=protocol,
+                                time_unix_nano=record.time_unix_nano,
                             )
                         )
         return found

@@ -1,6 +1,8 @@
 /* The heap census's compiled pass (optional: otel_memory.census falls back to pure Python).
  *
  * tally(objects, chunk_size, between_chunks, plan, fallback) -> (totals, tuples, tuple_items)
+ * instances(objects, types, limit) -> list (the reachability check's sample; see below)
+ * referrers(get_referrers, targets, limit) -> (list, calls) (its backward steps; see below)
  *
  * 1. Calls objects() (gc.get_objects) and, before any Python code can run, counts the exact
  *    tuples of the returned list and removes them from it in place: a tuple another thread is
@@ -328,10 +330,206 @@ done:
     return totals;
 }
 
+/* instances(objects, types, limit) -> list
+ *
+ * Up to limit objects of objects() (gc.get_objects) whose exact type is one of the tuple types,
+ * walking the list from its end: the newest objects of a collector generation come first. The
+ * result list is made before objects() is called, and nothing between that call and the release
+ * of its list allocates a GC object or runs Python code, so no half-built tuple of another
+ * thread is referenced when that thread may run (gh-59313; types must not include tuple).
+ */
+static PyObject *
+instances(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *objects, *types;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OO!n:instances", &objects, &PyTuple_Type, &types, &limit)) {
+        return NULL;
+    }
+    Py_ssize_t ntypes = PyTuple_GET_SIZE(types);
+    for (Py_ssize_t j = 0; j < ntypes; j++) {
+        if (PyTuple_GET_ITEM(types, j) == (PyObject *)&PyTuple_Type) {
+            PyErr_SetString(PyExc_ValueError, "instances() cannot collect tuples");
+            return NULL;
+        }
+    }
+    PyObject *found = PyList_New(0);
+    if (found == NULL) {
+        return NULL;
+    }
+    PyObject *objs = PyObject_CallObject(objects, NULL);
+    if (objs == NULL) {
+        Py_DECREF(found);
+        return NULL;
+    }
+    if (!PyList_Check(objs)) {
+        PyErr_SetString(PyExc_TypeError, "objects() must return a list");
+        Py_DECREF(objs);
+        Py_DECREF(found);
+        return NULL;
+    }
+    for (Py_ssize_t i = PyList_GET_SIZE(objs) - 1; i >= 0 && PyList_GET_SIZE(found) < limit; i--) {
+        PyObject *item = PyList_GET_ITEM(objs, i);
+        PyObject *type = (PyObject *)Py_TYPE(item);
+        for (Py_ssize_t j = 0; j < ntypes; j++) {
+            if (PyTuple_GET_ITEM(types, j) == type) {
+                /* list growth reallocates the item array only: no GC allocation, no Python */
+                if (PyList_Append(found, item) < 0) {
+                    Py_DECREF(objs);
+                    Py_DECREF(found);
+                    return NULL;
+                }
+                break;
+            }
+        }
+    }
+    Py_DECREF(objs);
+    return found;
+}
+
+/* referrers(get_referrers, targets, limit) -> (list, calls)
+ *
+ * get_referrers(*targets) (gc.get_referrers) without the exact tuples that nothing the collector
+ * sees refers to. A tuple another thread is still building (tuple(genexpr)) is held by that
+ * thread's C code only, and if it is referenced when that thread resizes it, CPython raises
+ * SystemError there (gh-59313); once built it is published (something holds it) and never
+ * resized again. So the tuples found are moved into a probe tuple made before the first call
+ * (no GC allocation, which may run a collection and its Python callbacks before 3.12, happens
+ * while an unchecked tuple is referenced, but get_referrers' own result list and, from 3.13, its
+ * copy of the arguments in the second call), their holders are found with a second
+ * get_referrers call, each holder's tp_traverse marks the tuples it holds, and only those are
+ * kept. The probe's free slots and its last one hold a sentinel that nothing else refers to: a
+ * holder that refers to it is the probe or the call's copy of it, not a holder. At most limit
+ * tuples are checked, the others are dropped, as is the targets tuple (or its copy).
+ * calls: get_referrers calls made (1, or 2 when tuples were found).
+ */
+typedef struct {
+    PyObject *probe;
+    PyObject *sentinel;
+    Py_ssize_t count;
+    char *pending; /* what the holder being traversed refers to */
+    int ours;      /* it refers to the sentinel */
+} Probe;
+
+static int
+mark_held(PyObject *obj, void *arg)
+{
+    Probe *probe = (Probe *)arg;
+    if (obj == probe->sentinel) {
+        probe->ours = 1;
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < probe->count; i++) {
+        if (PyTuple_GET_ITEM(probe->probe, i) == obj) {
+            probe->pending[i] = 1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+referrers(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *get_referrers, *targets;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OO!n:referrers", &get_referrers, &PyTuple_Type, &targets,
+                          &limit)) {
+        return NULL;
+    }
+    if (limit < 1) {
+        limit = 1;
+    }
+    PyObject *sentinel = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    if (sentinel == NULL) {
+        return NULL;
+    }
+    PyObject *probe = PyTuple_New(limit + 1);
+    char *marks = PyMem_Calloc((size_t)limit, 2); /* held, then pending */
+    if (probe == NULL || marks == NULL) {
+        Py_XDECREF(probe);
+        Py_DECREF(sentinel);
+        PyMem_Free(marks);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i <= limit; i++) {
+        PyTuple_SET_ITEM(probe, i, Py_NewRef(sentinel));
+    }
+    PyObject *result = NULL;
+    PyObject *found = PyObject_Call(get_referrers, targets, NULL);
+    if (found == NULL) {
+        goto done;
+    }
+    if (!PyList_Check(found)) {
+        PyErr_SetString(PyExc_TypeError, "get_referrers() must return a list");
+        goto done;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(found), kept = 0, probed = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(found, i);
+        if (!PyTuple_CheckExact(item)) {
+            PyList_SET_ITEM(found, kept++, item);
+        }
+        else if (item != targets && probed < limit) {
+            Py_DECREF(sentinel); /* the slot's reference to it */
+            PyTuple_SET_ITEM(probe, probed++, item); /* the list's reference moves */
+        }
+        else {
+            Py_DECREF(item); /* still held by its owner: nothing is freed here */
+        }
+    }
+    Py_SET_SIZE(found, kept);
+    Py_ssize_t calls = 1;
+    if (probed > 0) {
+        PyObject *holders = PyObject_Call(get_referrers, probe, NULL);
+        calls = 2;
+        if (holders == NULL) {
+            goto done;
+        }
+        char *held = marks, *pending = marks + limit;
+        Probe visit = {probe, sentinel, probed, pending, 0};
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(holders); i++) {
+            PyObject *holder = PyList_GET_ITEM(holders, i);
+            traverseproc traverse = Py_TYPE(holder)->tp_traverse;
+            if (!PyObject_IS_GC(holder) || traverse == NULL) {
+                continue;
+            }
+            memset(pending, 0, (size_t)probed);
+            visit.ours = 0;
+            traverse(holder, mark_held, &visit);
+            for (Py_ssize_t j = 0; j < probed && !visit.ours; j++) {
+                held[j] |= pending[j];
+            }
+        }
+        Py_DECREF(holders);
+        for (Py_ssize_t i = 0; i < probed; i++) {
+            PyObject *tuple = PyTuple_GET_ITEM(probe, i);
+            PyTuple_SET_ITEM(probe, i, Py_NewRef(sentinel));
+            int failed = held[i] && PyList_Append(found, tuple) < 0;
+            Py_DECREF(tuple);
+            if (failed) {
+                goto done;
+            }
+        }
+    }
+    result = Py_BuildValue("(On)", found, calls);
+done:
+    Py_XDECREF(found);
+    Py_DECREF(probe);
+    Py_DECREF(sentinel);
+    PyMem_Free(marks);
+    return result;
+}
+
 static PyMethodDef census_methods[] = {
     {"tally", tally, METH_VARARGS,
      "tally(objects, chunk_size, between_chunks, plan, fallback) -> (totals, tuples, items)\n\n"
      "Count and size objects() by type; see otel_memory/activity/_census.c."},
+    {"referrers", referrers, METH_VARARGS,
+     "referrers(get_referrers, targets, limit) -> (list, calls)\n\n"
+     "get_referrers(*targets) without the exact tuples nothing visible holds."},
+    {"instances", instances, METH_VARARGS,
+     "instances(objects, types, limit) -> list\n\n"
+     "Up to limit objects of objects() of exact type in types, from the end of the list."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,3 +11,9 @@ def tally(
     fallback: Callable[[Any], int],
     /,
 ) -> tuple[dict[type, tuple[int, int]], int, int]: ...
+def instances(
+    objects: Callable[[], list[Any]], types: tuple[type, ...], limit: int, /
+) -> list[Any]: ...
+def referrers(
+    get_referrers: Callable[..., list[Any]], targets: tuple[Any, ...], limit: int, /
+) -> tuple[list[Any], int]: ...

@@ -36,12 +36,14 @@ switch right at ``gc.get_objects()``'s return can still expose a tuple being bui
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from types import MappingProxyType
 from typing import Any
 
@@ -303,3 +305,95 @@ def _tuple_size(tuples: int, items: int) -> int:
 def census_of(objs: Iterable[object], *, accelerated: bool | None = None) -> HeapCensus:
     """A census of the given objects only (tests and tools; same grouping and sizes)."""
     return take_census(objects=lambda: list(objs), accelerated=accelerated)
+
+
+def _instances(objects: Callable[[], list[Any]], types: tuple[type, ...], limit: int) -> list[Any]:
+    """``_census.instances`` in Python: the same result, with the snapshot held across bytecode."""
+    if tuple in types:
+        raise ValueError("instances() cannot collect tuples")
+    wanted = set(types)
+    return list(islice((o for o in reversed(objects()) if type(o) in wanted), max(limit, 0)))
+
+
+def newest_instances(
+    types: Sequence[type],
+    limit: int,
+    *,
+    generations: Callable[[int], Callable[[], list[Any]]] | None = None,
+    accelerated: bool | None = None,
+) -> list[Any]:
+    """Up to ``limit`` objects whose exact type is one of ``types``, the newest first.
+
+    The collector keeps each generation in allocation order (survivors are appended to the
+    next one), so the youngest generation read from its end, then the next, gives the newest
+    objects first. ``generations(g)`` replaces ``functools.partial(gc.get_objects, generation=g)``.
+    Exact tuples are never collected (see :func:`_tally`); ``accelerated`` as in
+    :func:`take_census`.
+    """
+    if accelerated is None:
+        accelerated = ACCELERATED
+    if accelerated and _census is None:
+        raise OtelMemoryError("the compiled census (otel_memory._census) is not installed")
+    pick = _census.instances if accelerated else _instances
+    wanted = tuple(t for t in types if t is not tuple)
+    of = generations or _generation
+    found: list[Any] = []
+    for generation in range(3):
+        if len(found) >= limit or not wanted:
+            break
+        found += pick(of(generation), wanted, limit - len(found))
+    return found
+
+
+def _generation(generation: int) -> Callable[[], list[Any]]:
+    """``gc.get_objects`` of one generation, callable from C with no bytecode in between."""
+    return functools.partial(gc.get_objects, generation=generation)
+
+
+PROBED_TUPLES = 8
+"""Exact tuples among one call's referrers checked for a holder (more are dropped): the probe
+has that many slots, made before the first call, and ``gc.get_referrers`` costs grow with its
+number of arguments."""
+
+
+def _referrers(
+    get_referrers: Callable[..., list[Any]], targets: tuple[Any, ...], limit: int
+) -> tuple[list[Any], int]:
+    """``_census.referrers`` in Python: the same result, unchecked tuples held across bytecode."""
+    found = get_referrers(*targets)
+    tuples = [o for o in found if type(o) is tuple and o is not targets][: max(limit, 1)]
+    found = [o for o in found if type(o) is not tuple]
+    if not tuples:
+        return found, 1
+    sentinel = object()  # a holder that refers to it is the probe or the call's copy of it
+    probe = (*tuples, sentinel)
+    tuples.clear()
+    held: set[int] = set()
+    for holder in get_referrers(*probe):
+        referents = gc.get_referents(holder)
+        if not any(r is sentinel for r in referents):
+            held.update(map(id, referents))
+    found += [t for t in probe[:-1] if id(t) in held]
+    return found, 2
+
+
+def referrers_of(
+    targets: tuple[Any, ...],
+    *,
+    limit: int = PROBED_TUPLES,
+    get_referrers: Callable[..., list[Any]] = gc.get_referrers,
+    accelerated: bool | None = None,
+) -> tuple[list[Any], int]:
+    """``gc.get_referrers(*targets)`` minus the exact tuples nothing the collector sees holds.
+
+    A tuple another thread is still building (``tuple(genexpr)``) is held by that thread's C
+    code only; referencing it when that thread resizes it raises ``SystemError`` there
+    (gh-59313), so such tuples (and ``targets`` itself) are dropped; see ``_census.c``. Returns
+    the referrers and the number of ``get_referrers`` calls made (1, or 2 when tuples were found).
+    """
+    if accelerated is None:
+        accelerated = ACCELERATED
+    if accelerated and _census is None:
+        raise OtelMemoryError("the compiled census (otel_memory._census) is not installed")
+    pick = _census.referrers if accelerated else _referrers
+    return pick(get_referrers, targets, limit)

@@ -1,18 +1,23 @@
-"""Leak suspects: classes whose objects keep accumulating in censuses taken after full collections.
+"""Leak suspects: classes whose objects keep accumulating, census after census.
 
     from otel_memory.guards.leaks import LeakDetector, report_suspect
 
     detector = LeakDetector(snapshots=3)
-    for census in censuses:                       # each taken right after a full gc
+    for census in censuses:                       # e.g. each taken right after a full gc
         for suspect in detector.observe(census):   # classes that just became suspects
             report_suspect(suspect)
 
-The detector only sees what it is fed: :class:`~.profiler.Profiler` feeds it censuses
-taken right after a full (generation 2) collection, so unreachable cycles, which that collection
-freed, never count. On top of that, a class is a suspect only when all of these hold:
+The detector only sees what it is fed, and applies the rules below. The
+:class:`~.profiler.Profiler` runs two: one fed censuses taken right after a full
+(generation 2) collection, so unreachable cycles, which that collection freed, never count; and
+one fed every census with ``confirm=True``, whose candidates become suspects only once the
+:mod:`~.reachability` check ties their new instances to a root (``confirm(name,
+path)``), so garbage never counts there either and a leak is named without waiting for the
+host's full collection. A class is a candidate only when all of these hold:
 
 - **Sustained**: its count grew in each of the last ``snapshots`` censuses (a flat or falling
-  census resets the streak). ``before`` is its count when the streak began.
+  census resets the streak). ``before`` is its count when the streak began (0 for a class
+  absent from the previous census: a leak of a class that had no instance yet).
 - **Large**: it gained at least ``min_growth`` (1,000) objects and at least ``min_ratio`` (20 %)
   of ``before`` over the streak. In-flight work (a batch of handlers, a request's objects, a
   queue of spans) moves classes by tens to hundreds of objects and then drops back; the leak this
@@ -58,6 +63,8 @@ ATTR_GROWTH_STREAK = "python.heap.growth_streak"
 ATTR_COUNT_BEFORE = "python.heap.objects.before"
 ATTR_COUNT_NOW = "python.heap.objects.now"
 ATTR_GROWTH = "python.heap.objects.growth"
+ATTR_LEAK_PATH = "otel_memory.leak.path"
+"""The chain of references from a root to one new instance (string[], root first)."""
 
 MIN_GROWTH = 1_000
 """Objects a class must gain over its streak to be a suspect."""
@@ -120,11 +127,17 @@ class LeakSuspect:
     streak: int
     before: int
     now: int
+    path: tuple[str, ...] = ()
 
     @property
     def growth(self) -> int:
         """Objects gained over the streak."""
         return self.now - self.before
+
+    @property
+    def per_snapshot(self) -> int:
+        """Objects gained per snapshot over the streak (at least 1)."""
+        return max(1, self.growth // max(self.streak, 1))
 
 
 @dataclass(slots=True)
@@ -142,18 +155,29 @@ class LeakDetector:
         snapshots: growing censuses in a row needed (``leak_snapshots``).
         min_growth: objects a specific class must gain over its streak.
         min_ratio: gain relative to the count at the start of the streak.
+        confirm: a class that meets the rules is only a *candidate* until :meth:`confirm` is
+            called for it (the profiler checks its new instances for reachability first);
+            :meth:`observe` returns the unconfirmed candidates at every census.
     """
 
     def __init__(
-        self, snapshots: int = 3, *, min_growth: int = MIN_GROWTH, min_ratio: float = MIN_RATIO
+        self,
+        snapshots: int = 3,
+        *,
+        min_growth: int = MIN_GROWTH,
+        min_ratio: float = MIN_RATIO,
+        confirm: bool = False,
     ) -> None:
         if snapshots < 1:
             raise ValueError(f"snapshots must be >= 1, got {snapshots}")
         self.snapshots = snapshots
         self.min_growth = min_growth
         self.min_ratio = min_ratio
+        self.needs_confirmation = confirm
         self._tracks: dict[str, _Track] = {}
         self._flagged: set[str] = set()
+        self._paths: dict[str, tuple[str, ...]] = {}
+        self._seen = False  # a census was observed: classes new after it grew from 0
         self._lock = threading.Lock()
 
     def observe(self, census: HeapCensus) -> list[LeakSuspect]:
@@ -161,10 +185,12 @@ class LeakDetector:
         return self.observe_counts(census.counts)
 
     def observe_counts(self, counts: Mapping[str, int]) -> list[LeakSuspect]:
-        """Like :meth:`observe`, from plain per-class counts."""
+        """Like :meth:`observe`, from plain per-class counts (candidates, with ``confirm``)."""
         new: list[LeakSuspect] = []
         with self._lock:
             old = self._tracks
+            first = not self._seen
+            self._seen = True
             specific_gain = sum(
                 count - old[name].count if name in old else count
                 for name, count in counts.items()
@@ -175,8 +201,12 @@ class LeakDetector:
             for name, count in counts.items():
                 track = old.get(name)
                 if track is None:
-                    tracks[name] = _Track(count=count, before=count)
-                    continue
+                    if first:
+                        tracks[name] = _Track(count=count, before=count)
+                        continue
+                    # absent from the previous census: it grew from 0 (a leak of a class that
+                    # had no instance yet counts from its first)
+                    track = _Track(count=0, before=0)
                 gain = count - track.count
                 if gain > 0:
                     track.streak += 1
@@ -187,17 +217,39 @@ class LeakDetector:
                 tracks[name] = track
                 if not self._qualifies(name, track):
                     self._flagged.discard(name)
+                    self._paths.pop(name, None)
                 elif name not in self._flagged:
-                    self._flagged.add(name)
+                    if not self.needs_confirmation:
+                        self._flagged.add(name)
                     new.append(_suspect(name, track))
             self._tracks = tracks  # classes gone from the heap are forgotten
             self._flagged &= tracks.keys()
+            for gone in self._paths.keys() - self._flagged:
+                del self._paths[gone]
         return sorted(new, key=lambda s: (-s.growth, s.name))
+
+    def confirm(self, name: str, path: tuple[str, ...] = ()) -> LeakSuspect | None:
+        """Make a candidate a suspect (held by ``path``); None if it no longer qualifies."""
+        with self._lock:
+            track = self._tracks.get(name)
+            if track is None or not self._qualifies(name, track):
+                return None
+            self._flagged.add(name)
+            self._paths[name] = path
+            return _suspect(name, track, path)
+
+    def is_suspect(self, name: str) -> bool:
+        """Whether ``name`` is a suspect now."""
+        with self._lock:
+            return name in self._flagged
 
     def suspects(self) -> list[LeakSuspect]:
         """Every current suspect, the biggest growth first."""
         with self._lock:
-            found = [_suspect(name, self._tracks[name]) for name in self._flagged]
+            found = [
+                _suspect(name, self._tracks[name], self._paths.get(name, ()))
+                for name in self._flagged
+            ]
         return sorted(found, key=lambda s: (-s.growth, s.name))
 
     def _qualifies(self, name: str, track: _Track) -> bool:
@@ -215,16 +267,19 @@ class LeakDetector:
         return growth >= self.min_growth and growth >= self.min_ratio * track.before
 
 
-def _suspect(name: str, track: _Track) -> LeakSuspect:
-    return LeakSuspect(name=name, streak=track.streak, before=track.before, now=track.count)
+def _suspect(name: str, track: _Track, path: tuple[str, ...] = ()) -> LeakSuspect:
+    return LeakSuspect(
+        name=name, streak=track.streak, before=track.before, now=track.count, path=path
+    )
 
 
 def describe(suspect: LeakSuspect) -> str:
     """The warning text for one suspect."""
-    return (
+    text = (
         f"Leak suspect: {suspect.name} grew in {suspect.streak} consecutive snapshots: "
         f"{suspect.before:,} -> {suspect.now:,} objects (+{suspect.growth:,})"
     )
+    return f"{text}; held by: {' -> '.join(suspect.path)}" if suspect.path else text
 
 
 def report_suspect(
@@ -236,6 +291,15 @@ def report_suspect(
     """A WARNING on ``memory_profiler`` and an OpenTelemetry log record (Logs Bridge API)."""
     text = describe(suspect)
     (logger or logging.getLogger(PROFILER_LOGGER)).warning(text)
+    attributes: dict[str, str | int | list[str]] = {
+        ATTR_PYTHON_TYPE: suspect.name,
+        ATTR_GROWTH_STREAK: suspect.streak,
+        ATTR_COUNT_BEFORE: suspect.before,
+        ATTR_COUNT_NOW: suspect.now,
+        ATTR_GROWTH: suspect.growth,
+    }
+    if suspect.path:
+        attributes[ATTR_LEAK_PATH] = list(suspect.path)
     now = time.time_ns()
     _logs.get_logger("otel_memory", __version__, logger_provider=logger_provider).emit(
         timestamp=now,
@@ -244,11 +308,5 @@ def report_suspect(
         severity_text="WARNING",
         body=text,
         event_name=LEAK_EVENT_NAME,
-        attributes={
-            ATTR_PYTHON_TYPE: suspect.name,
-            ATTR_GROWTH_STREAK: suspect.streak,
-            ATTR_COUNT_BEFORE: suspect.before,
-            ATTR_COUNT_NOW: suspect.now,
-            ATTR_GROWTH: suspect.growth,
-        },
+        attributes=attributes,
     )

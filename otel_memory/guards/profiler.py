@@ -20,11 +20,15 @@ Every ``interval_seconds`` the ``memory_profiler`` logger gets the SPEC block at
 
 and listeners such as the heap gauges get the census.
 
-**The leak trend only uses censuses taken right after a full collection.** A ``gc.callbacks``
-hook wakes the thread when the host's own generation-2 collection finishes (the package never
-calls ``gc.collect()``); the thread then takes a census, at most one per ``0.9 * interval``, and
-feeds it to the :class:`~.leaks.LeakDetector`. Cyclic garbage was just freed, so it
-never counts as growth. When no full collection ran, the trend simply has no new point.
+**Two leak trends.** Every fresh census (the first is taken when the thread starts) feeds
+``reachable``, a :class:`~.leaks.LeakDetector` whose candidates are checked by the
+:class:`~.reachability.ReachabilityCheck` before they are named: growth tied to a root
+is a suspect at once, with its path; growth that is garbage never is, and is checked again after
+1, 2, 4, then every 8 censuses. Besides, a ``gc.callbacks`` hook wakes the thread when the host's
+own generation-2 collection finishes (the package never calls ``gc.collect()``); the thread then
+takes a census, at most one per ``0.9 * interval``, and feeds it to ``detector``: cyclic garbage
+was just freed, so its suspects need no check (the search still looks for their path). A class
+is reported once, whichever trend names it first.
 
 **A census is skipped when nothing changed.** At each tick the block shows the newest census if
 one was taken since the previous tick; otherwise a new one is taken only if a generation-1 or -2
@@ -52,7 +56,8 @@ from opentelemetry._logs import LoggerProvider
 from otel_memory.activity.census import HeapCensus, take_census
 from otel_memory.base.config import Config
 from otel_memory.base.diagnostics import WarnOnce
-from otel_memory.guards.leaks import PROFILER_LOGGER, LeakDetector, report_suspect
+from otel_memory.guards.leaks import PROFILER_LOGGER, LeakDetector, LeakSuspect, report_suspect
+from otel_memory.guards.reachability import Limits, ReachabilityCheck
 from otel_memory.kernel.readings import MB
 
 _log = logging.getLogger("otel_memory")
@@ -60,6 +65,8 @@ _log = logging.getLogger("otel_memory")
 _Listener = Callable[[HeapCensus], None]
 
 THREAD_NAME = "otel-memory-profiler"
+CHECKS_PER_CENSUS = 4
+"""Reachability checks after one census at most (each bounded by its ``Limits``)."""
 TREND_GAP = 0.9
 """Minimum spacing of trend censuses, as a fraction of the interval."""
 
@@ -105,12 +112,16 @@ class ProfilerStats:
         trend_censuses: of which fed to the leak trend (taken after a full collection).
         ticks: snapshot blocks logged.
         reused: ticks that logged the previous census because nothing had changed.
+        checks: reachability checks run.
+        check_seconds: CPU seconds they took (the profiler thread's).
     """
 
     censuses: int = 0
     trend_censuses: int = 0
     ticks: int = 0
     reused: int = 0
+    checks: int = 0
+    check_seconds: float = 0.0
 
 
 class Profiler:
@@ -122,6 +133,7 @@ class Profiler:
         take: the census function (tests may pass a scripted one).
         logger: where the snapshot block and leak warnings go (``memory_profiler``).
         logger_provider: for the leak log records; the global provider by default.
+        limits: what one reachability check may spend.
     """
 
     def __init__(
@@ -132,11 +144,16 @@ class Profiler:
         take: Callable[[], HeapCensus] = take_census,
         logger: logging.Logger | None = None,
         logger_provider: LoggerProvider | None = None,
+        limits: Limits | None = None,
     ) -> None:
         profiling = config.profiling
         self.interval = profiling.interval_seconds if interval is None else interval
         self.top_n = profiling.top_n_classes
         self.detector = LeakDetector(profiling.leak_snapshots)
+        # Every census, garbage included: a candidate is a suspect once its growth is reachable.
+        self.reachable = LeakDetector(profiling.leak_snapshots, confirm=True)
+        self.reachability = ReachabilityCheck(limits)
+        self._retry: dict[str, tuple[int, int]] = {}  # candidate -> (next census, failures)
         self.logger = logger or logging.getLogger(PROFILER_LOGGER)
         self.stats = ProfilerStats()
         self._take = take
@@ -167,6 +184,12 @@ class Profiler:
         with self._lock:
             if listener in self._listeners:
                 self._listeners.remove(listener)
+
+    def suspects(self) -> list[LeakSuspect]:
+        """Every current suspect of both routes (after a full collection, or reachable growth)."""
+        found = {s.name: s for s in self.detector.suspects()}
+        found.update((s.name, s) for s in self.reachable.suspects())
+        return sorted(found.values(), key=lambda s: (-s.growth, s.name))
 
     def snapshot(self) -> HeapCensus:
         """Take a census now, log it and notify listeners.
@@ -217,6 +240,10 @@ class Profiler:
     def _run(self) -> None:
         gc.callbacks.append(self._on_gc)
         try:
+            try:  # the reachable-growth trend's first point: a leak is named one interval sooner
+                self._census(trend=False, full=_collections()[0], baseline=True)
+            except Exception as exc:
+                self._warn_once("snapshot", "otel_memory: memory snapshot failed: %r", exc)
             next_tick = time.monotonic() + self.interval
             while not self._stop.is_set():
                 with contextlib.suppress(queue.Empty):
@@ -260,20 +287,58 @@ class Profiler:
 
     # ------------------------------------------------------------------ shared steps
 
-    def _census(self, *, trend: bool, full: int) -> HeapCensus:
+    def _census(self, *, trend: bool, full: int, baseline: bool = False) -> HeapCensus:
         with self._census_lock:
             census = self._take()
             self.stats.censuses += 1
-            self._latest = census
-            self._latest_at = time.monotonic()
-            if not trend:
-                return census
-            self.stats.trend_censuses += 1
-            self._trend_full, self._trend_at = full, self._latest_at
-            new = self.detector.observe(census)
-        for suspect in new:
+            if not baseline:  # the baseline is too old for the first block: a tick takes its own
+                self._latest = census
+                self._latest_at = time.monotonic()
+            found: list[LeakSuspect] = []
+            if trend:
+                self.stats.trend_censuses += 1
+                self._trend_full, self._trend_at = full, time.monotonic()
+                for suspect in self.detector.observe(census):
+                    if not self.reachable.is_suspect(suspect.name):
+                        found.append(self._with_path(suspect))
+            found += self._confirmed(self.reachable.observe(census))
+        for suspect in found:
             report_suspect(suspect, logger=self.logger, logger_provider=self._logger_provider)
         return census
+
+    def _check(self, suspect: LeakSuspect) -> tuple[bool, tuple[str, ...]]:
+        verdict = self.reachability.check(suspect.name, suspect.per_snapshot)
+        self.stats.checks += 1
+        self.stats.check_seconds += verdict.seconds
+        return verdict.reachable_enough, verdict.path
+
+    def _with_path(self, suspect: LeakSuspect) -> LeakSuspect:
+        """A suspect of the full-collection trend (garbage already gone), with a path if found."""
+        return self.detector.confirm(suspect.name, self._check(suspect)[1]) or suspect
+
+    def _confirmed(self, candidates: list[LeakSuspect]) -> list[LeakSuspect]:
+        """The candidates whose new instances are reachable; garbage is retried less often."""
+        number = self.stats.censuses
+        self._retry = {c.name: self._retry[c.name] for c in candidates if c.name in self._retry}
+        confirmed: list[LeakSuspect] = []
+        checks = 0
+        for candidate in candidates:  # the largest growth first
+            due, failures = self._retry.get(candidate.name, (number, 0))
+            if number < due:
+                continue
+            if checks == CHECKS_PER_CENSUS:
+                break  # the others wait for the next census
+            checks += 1
+            reachable, path = self._check(candidate)
+            if not reachable:
+                # garbage (or unknown): check again after 1, 2, 4, then every 8 censuses
+                self._retry[candidate.name] = (number + min(2**failures, 8), failures + 1)
+                continue
+            self._retry.pop(candidate.name, None)
+            suspect = self.reachable.confirm(candidate.name, path)
+            if suspect is not None and not self.detector.is_suspect(candidate.name):
+                confirmed.append(suspect)
+        return confirmed
 
     def _log(self, census: HeapCensus) -> None:
         """The block, at INFO, to the logger's handlers whatever the loggers' levels.

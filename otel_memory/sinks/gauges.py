@@ -118,17 +118,12 @@ class Suspect(Protocol):
     def streak(self) -> int: ...
 
 
-class SuspectList(Protocol):
-    """Where the current leak suspects come from (the profiler's detector)."""
-
-    def suspects(self) -> Sequence[Suspect]: ...
-
-
 class CensusFeed(Protocol):
     """A running heap profiler: hands each census to listeners and knows the suspects."""
 
-    @property
-    def detector(self) -> SuspectList: ...
+    def suspects(self) -> Sequence[Suspect]:
+        """The current leak suspects (of both of the profiler's trends)."""
+        ...
 
     def add_listener(self, listener: Callable[[HeapCensus], None]) -> None: ...
 
@@ -413,7 +408,7 @@ class MetricsHandle:
         if self.closed or self._profiler is None:
             return []
         try:
-            return [Observation(len(self._profiler.detector.suspects()))]
+            return [Observation(len(self._profiler.suspects()))]
         except Exception as exc:  # the detector is another module's: never into the scrape
             self._warn_once("suspects", "otel_memory: leak gauges skipped: %r", exc)
             return []
@@ -423,7 +418,7 @@ class MetricsHandle:
         if self.closed or self._profiler is None:
             return []
         try:
-            suspects = self._profiler.detector.suspects()[: self._config.profiling.top_n_classes]
+            suspects = self._profiler.suspects()[: self._config.profiling.top_n_classes]
             return [Observation(s.streak, {ATTR_PYTHON_TYPE: s.name}) for s in suspects]
         except Exception as exc:
             self._warn_once("suspects", "otel_memory: leak gauges skipped: %r", exc)
