@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,10 +13,12 @@ import time
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.trace import TracerProvider
 
 import otel_memory
 from otel_memory import api as monitor
 from otel_memory import traced_task
+from otel_memory.activity.events import _BATCH
 from otel_memory.base.config import config_from_dict
 from otel_memory.base.logline import parse_line
 from otel_memory.runtime.monitor import STARTED, STOPPED
@@ -55,46 +58,139 @@ def test_lines_are_written_by_the_pipeline_thread_not_the_caller(tmp_path):
     assert len(writers) < 200  # batched: far fewer writes than lines
 
 
-@pytest.mark.e2e  # a stress run (800,000 lines): once per CI run, not on every Python
-def test_eight_threads_slow_disk_every_line_in_order_or_counted_as_dropped(tmp_path):
-    log_dir = tmp_path / "logs"
-    threads_n, tasks_n = 8, 50_000
-    producers_done = threading.Event()
-
-    def slow_write(fd, data):
-        producers_done.wait(120)  # a disk that stalls until the burst is over: the queue fills
-        time.sleep(0.001)
-        return os.write(fd, data)
-
-    otel_memory.start(_config(log_dir, export_logs="none"))
-    events = get_runtime().events
-    events.set_sinks([DailyLogSink(DailyLogWriter(log_dir, write=slow_write))])
-    events.capacity = 20_000
+def _run_burst(threads_n: int, tasks_n: int, prefix: str = "w") -> list[threading.Thread]:
+    """Start ``threads_n`` threads, each running ``tasks_n`` empty tasks as fast as it can."""
 
     def worker(n: int) -> None:
         for i in range(tasks_n):
-            with traced_task(f"w{n} {i}"):
+            with traced_task(f"{prefix}{n} {i}"):
                 pass
 
     workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads_n)]
     for w in workers:
         w.start()
-    for w in workers:
-        w.join()
-    producers_done.set()
-    dropped = events.dropped
-    otel_memory.stop()
-    lines = [parse_line(line) for line in _lines(log_dir)]
-    assert all(lines)
-    task_lines = [line for line in lines if line.marker.short != "CHECK"]
-    assert dropped > 0  # the stalled disk really made the queue overflow
-    assert len(task_lines) + dropped == threads_n * tasks_n * 2  # nothing silently lost
+    return workers
+
+
+def _assert_each_thread_in_order(task_lines, complete: bool = True) -> dict[str, list]:
+    """Each thread's lines appear in the order it ran them: START i, END i, START i+1..."""
     seen: dict[str, list[tuple[int, str]]] = {}
     for line in task_lines:
         worker_name, index = line.name.split()
         seen.setdefault(worker_name, []).append((int(index), line.marker.short))
-    for order in seen.values():  # each thread's lines in its own order
-        assert order == sorted(order, key=lambda item: (item[0], item[1] != "START"))
+    for order in seen.values():
+        if complete:
+            assert order == [(i // 2, "START" if i % 2 == 0 else "END") for i in range(len(order))]
+            continue
+        # stop() ends the task in flight from its own thread: that END may come a line later
+        starts = [index for index, marker in order if marker == "START"]
+        assert starts == list(range(len(starts)))
+        position = {item: k for k, item in enumerate(order)}
+        assert all(position[(i, "START")] < k for k, (i, m) in enumerate(order) if m == "END")
+    return seen
+
+
+@pytest.mark.e2e  # a stress run (960,000 lines): once per CI run, not on every Python
+def test_eight_threads_slow_disk_every_line_written_in_each_threads_order(tmp_path):
+    # GIVEN a disk that stalls 50 ms on each of its first 20 writes, then 1 ms on each
+    log_dir = tmp_path / "logs"
+    threads_n, tasks_n = 8, 60_000
+    backlog: list[int] = []
+
+    otel_memory.start(_config(log_dir, export_logs="none"), tracer_provider=TracerProvider())
+    events = get_runtime().events
+
+    def slow_write(fd, data):
+        backlog.append(len(events._queue))
+        time.sleep(0.05 if len(backlog) <= 20 else 0.001)
+        return os.write(fd, data)
+
+    events.set_sinks([DailyLogSink(DailyLogWriter(log_dir, write=slow_write))])
+    # WHEN 8 threads run 60,000 tasks each as fast as they can
+    for w in _run_burst(threads_n, tasks_n):
+        w.join()
+    otel_memory.stop()
+    # THEN the producers waited for the disk (the queue was full, never much more), nothing
+    # was dropped, and every line is in the file, each thread's in its order
+    assert max(backlog) >= events.capacity - _BATCH  # the queue filled up: producers waited
+    assert max(backlog) <= events.capacity + threads_n  # and it stayed bounded
+    assert events.dropped == 0
+    lines = [parse_line(line) for line in _lines(log_dir)]
+    assert all(lines)
+    task_lines = [line for line in lines if line.marker.short != "CHECK"]
+    assert len(task_lines) == threads_n * tasks_n * 2
+    assert len(_assert_each_thread_in_order(task_lines)) == threads_n
+
+
+def test_stop_during_a_burst_writes_every_line_queued_before_it_and_returns(tmp_path):
+    # GIVEN 8 threads in a burst against a slow disk (the queue full, producers waiting)
+    log_dir = tmp_path / "logs"
+    otel_memory.start(_config(log_dir, export_logs="none"), tracer_provider=TracerProvider())
+    events = get_runtime().events
+    events.capacity = 2048
+
+    def slow_write(fd, data):
+        time.sleep(0.002)
+        return os.write(fd, data)
+
+    events.set_sinks([DailyLogSink(DailyLogWriter(log_dir, write=slow_write))])
+    done: dict[int, int] = {}
+    stopping = threading.Event()
+
+    def worker(n: int) -> None:
+        i = 0
+        while not stopping.is_set() or i < 100:
+            with traced_task(f"w{n} {i}"):
+                pass
+            done[n] = i  # task i has ended: its two lines are queued
+            i += 1
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for w in workers:
+        w.start()
+    _wait_for(lambda: len(events._queue) >= events.capacity, timeout=30)
+    # WHEN stop() is called in the middle of it
+    ended_before_stop = dict(done)
+    otel_memory.stop()
+    stopping.set()
+    for w in workers:
+        w.join(timeout=30)
+        assert not w.is_alive()  # no producer stays blocked on a stopped pipeline
+    # THEN every task that ended before stop() has both lines, in order, before "Stopped"
+    lines = [parse_line(line) for line in _lines(log_dir)]
+    names = [line.name for line in lines]
+    stopped_at = names.index(STOPPED)
+    for n, last in ended_before_stop.items():
+        for i in range(last + 1):
+            assert names.index(f"w{n} {i}") < stopped_at
+            assert names.count(f"w{n} {i}") == 2
+    task_lines = [line for line in lines[:stopped_at] if line.marker.short != "CHECK"]
+    _assert_each_thread_in_order(task_lines, complete=False)
+
+
+def test_a_sinks_own_event_never_waits_on_its_own_writer(tmp_path):
+    from otel_memory.activity.events import EventPipeline
+
+    pipeline = EventPipeline(capacity=10, period=0.05)
+
+    class ChattySink(_ListSink):
+        def write(self, batch) -> None:
+            super().write(batch)
+            if len(self.events) == len(batch):  # on the first batch only
+                for _ in range(20):  # more than the queue holds, from the writer's own thread
+                    pipeline.put(_notice(-1))
+
+    sink = ChattySink()
+    pipeline.set_sinks([sink])
+    try:
+        for i in range(50):
+            pipeline.put(_notice(i))
+        pipeline.flush()
+        pipeline.flush()
+        assert [e.body for e in sink.events if e.body != "n-1"] == [f"n{i}" for i in range(50)]
+        assert len(sink.events) == 70
+    finally:
+        pipeline.close()
 
 
 def test_export_logs_events_sends_checks_and_events_not_start_end(tmp_path, span_exporter):
@@ -213,27 +309,38 @@ def test_fork_loses_nothing_and_duplicates_nothing(tmp_path):
     assert names.count(STOPPED) == 2  # the child's stop() and the parent's exit
 
 
-def test_dropped_lines_are_counted_and_exported(tmp_path):
+def test_under_overload_only_otel_records_of_task_lines_drop_and_are_counted(tmp_path):
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+    # GIVEN export_logs: all and a daily file whose disk stalls until released
     reader = InMemoryMetricReader()
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     release = threading.Event()
 
     def stalled_write(fd, data):
-        release.wait(10)
+        release.wait(30)
         return os.write(fd, data)
 
     otel_memory.start(
-        _config(tmp_path / "logs", export_logs="none"),
+        _config(tmp_path / "logs", export_logs="all"),
         meter_provider=MeterProvider(metric_readers=[reader]),
+        logger_provider=provider,
     )
     events = get_runtime().events
-    events.set_sinks([DailyLogSink(DailyLogWriter(tmp_path / "logs", write=stalled_write))])
-    events.capacity = 50
-    for i in range(200):
-        with traced_task(f"t{i}"):
-            pass
+    otel_sink = [s for s in events._sinks if getattr(s, "droppable", False)]
+    assert len(otel_sink) == 1
+    events.set_sinks([DailyLogSink(DailyLogWriter(tmp_path / "logs", write=stalled_write)), *otel_sink])
+    events.capacity = 64
+    # WHEN a thread runs 400 tasks: the queue fills and the thread waits for the disk
+    (producer,) = _run_burst(1, 400, prefix="t")
+    _wait_for(lambda: len(events._queue) >= events.capacity)
+    assert producer.is_alive()  # back-pressure: it waits rather than dropping
+    release.set()
+    producer.join(timeout=30)
+    monitor.flush()
     dropped = events.dropped
     points = [
         p.value
@@ -243,12 +350,15 @@ def test_dropped_lines_are_counted_and_exported(tmp_path):
         if m.name == "otel_memory.events.dropped"
         for p in m.data.data_points
     ]
-    release.set()
     otel_memory.stop()
+    # THEN the file has every line; the OTel records miss only task lines, each one counted
+    task_lines = [line for line in _lines(tmp_path / "logs") if "TASK" in line]
+    assert len(task_lines) == 800
+    records = [r.log_record.attributes["memory.marker"] for r in exporter.get_finished_logs()]
     assert dropped > 0
     assert points == [dropped]
-    task_lines = [line for line in _lines(tmp_path / "logs") if "TASK" in line]
-    assert len(task_lines) + dropped == 400
+    assert records.count("CHECK") == 2  # Monitor Started and Stopped are never dropped
+    assert len(records) - 2 + dropped == 800
 
 
 class _ListSink:
@@ -284,9 +394,9 @@ def test_an_idle_pipeline_sleeps_until_the_next_event_and_then_drains_at_once():
     drains = []
     real_drain = pipeline._drain
 
-    def counting_drain():
+    def counting_drain(*args):
         drains.append(time.monotonic())
-        return real_drain()
+        return real_drain(*args)
 
     pipeline._drain = counting_drain  # the thread calls it through the instance
     sink = _ListSink()
@@ -329,3 +439,111 @@ def test_a_steady_stream_never_makes_put_wake_the_thread():
         _wait_for(lambda: len(sink.events) == 100)
     finally:
         pipeline.close()
+
+
+BURST = """
+import json, os, sys, threading, time
+import otel_memory
+from otel_memory import traced_task
+from otel_memory.base.config import config_from_dict
+from otel_memory.sinks.dailylog import DailyLogSink, DailyLogWriter
+from otel_memory.runtime.runtime import get_runtime
+
+log_dir, mode = sys.argv[1], sys.argv[2]
+otel_memory.start(config_from_dict({"general": {"monitoring": {"memory_monitor": {
+    "log_dir": log_dir, "retention_days": 0, "export_logs": "none"}}}}))
+events = get_runtime().events
+counts = {}
+
+def run(n, tasks_n=None, until=None):
+    i = 0
+    while (i < tasks_n) if tasks_n is not None else (time.time() < until):
+        with traced_task(f"w{n} {i}"):
+            pass
+        i += 1
+    counts[n] = i
+
+if mode == "fork":
+    def slow_write(fd, data):
+        time.sleep(0.002)
+        return os.write(fd, data)
+
+    events.capacity = 2048
+    events.set_sinks([DailyLogSink(DailyLogWriter(log_dir, write=slow_write))])
+    threads = [threading.Thread(target=run, args=(n, 5000)) for n in range(8)]
+    for t in threads:
+        t.start()
+    while len(events._queue) < events.capacity:  # the queue is full: producers wait
+        time.sleep(0.001)
+    pid = os.fork()
+    if pid == 0:
+        run("child", 200)
+        os._exit(0)  # no stop(), no atexit: its lines were written as its tasks ended
+    assert os.waitpid(pid, 0)[1] == 0
+else:  # midnight: run until a second after the local midnight given
+    until = float(sys.argv[3]) + 1.0
+    threads = [threading.Thread(target=run, args=(n, None, until)) for n in range(8)]
+    for t in threads:
+        t.start()
+for t in threads:
+    t.join()
+otel_memory.stop()
+print(json.dumps(counts))
+"""
+
+
+def _run_script(script: str, *args: str, env: dict | None = None) -> dict[str, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        check=False, capture_output=True, text=True, timeout=180, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_during_a_burst_keeps_parent_and_child_whole(tmp_path):
+    # GIVEN 8 threads in a burst, the queue full, producers waiting for a slow disk
+    # WHEN the main thread forks and the child runs 200 tasks, then leaves with os._exit()
+    counts = _run_script(BURST, tmp_path, "fork")
+    # THEN no deadlock, every line of both processes once, each thread's in its order
+    lines = [parse_line(line) for line in _lines(tmp_path)]
+    task_lines = [line for line in lines if line.marker.short != "CHECK"]
+    assert counts == {str(n): 5000 for n in range(8)}  # the child ran 200 of its own
+    assert len(task_lines) == 2 * (8 * 5000 + 200)
+    seen = _assert_each_thread_in_order(task_lines)
+    assert {name: len(order) for name, order in seen.items()} == {
+        **{f"w{n}": 10_000 for n in range(8)}, "wchild": 400
+    }
+
+
+def _tz_with_midnight_at(timestamp: int) -> str:
+    """A POSIX TZ whose local midnight falls at ``timestamp``."""
+    offset = -timestamp % 86_400  # local = UTC + offset
+    if offset > 43_200:
+        offset -= 86_400
+    sign = "-" if offset >= 0 else "+"  # POSIX counts west of UTC as positive
+    hours, rest = divmod(abs(offset), 3600)
+    return f"MID{sign}{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX TZ strings")
+def test_a_burst_across_midnight_puts_each_line_in_the_file_of_its_own_date(tmp_path):
+    # GIVEN a time zone whose midnight comes 2 s from now
+    midnight = int(time.time()) + 2
+    env = {**os.environ, "TZ": _tz_with_midnight_at(midnight)}
+    # WHEN 8 threads run tasks as fast as they can until a second past midnight
+    counts = _run_script(BURST, tmp_path, "midnight", midnight, env=env)
+    # THEN two files, each holding exactly the lines of its date, none lost, each thread in order
+    files = sorted(tmp_path.glob("memory_*.log"))
+    assert len(files) == 2
+    total = 0
+    for path in files:
+        day = path.stem.removeprefix("memory_")
+        text = path.read_text().splitlines()
+        assert text
+        assert all(line[:10].replace("-", "") == day for line in text)
+        total += sum(1 for line in text if "TASK" in line)
+    assert total == 2 * sum(counts.values())
+    task_lines = [line for line in map(parse_line, _lines(tmp_path)) if line.marker.short != "CHECK"]
+    _assert_each_thread_in_order(task_lines)

@@ -96,14 +96,14 @@ def begin(
         name, span, reading, owner, opener, reading.rss if reading is not None else 0,
         rt.sampler.ticks,
     )
+    events = rt.events
+    if reading is not None and events.active:  # first: put() may wait, and stop() ends what is open
+        events.put(LineEvent(Marker.START, name, reading, span, task))
     if rt.open_tasks.add(task):
         rt.sampler.wake()
     deep = rt.deep_capture
     if deep is not None:
         deep.task_started(task, name, task.peak_rss)
-    events = rt.events
-    if reading is not None and events.active:
-        events.put(LineEvent(Marker.START, name, reading, span, task))
     return task
 
 

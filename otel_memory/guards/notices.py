@@ -57,7 +57,7 @@ class Notices:
     def _notice(
         self, name: str, level: int, body: str, attributes: dict[str, AttributeValue]
     ) -> None:
-        self._events.put(Notice(name, level, body, attributes, time.time()), droppable=False)
+        self._events.put(Notice(name, level, body, attributes, time.time()), wait=False)
 
     def threshold_listener(self, guard: ThresholdGuard) -> Callable[[MemoryReading], None]:
         """A reading listener that checks every reading; a crossing becomes an event."""

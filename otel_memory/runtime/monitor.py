@@ -114,7 +114,7 @@ class Monitor:
         task = self._open_tasks.most_recent() if name is None else None
         label = name if name is not None else (task.name if task is not None else IDLE)
         span = task.span if task is not None else None
-        self._events.put(LineEvent(Marker.CHECK, label, reading, span, None), droppable=False)
+        self._events.put(LineEvent(Marker.CHECK, label, reading, span, None), wait=False)
 
     def start(
         self,

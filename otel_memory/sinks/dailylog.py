@@ -117,6 +117,9 @@ class DailyLogWriter:
 class DailyLogSink:
     """The event pipeline's sink for the daily file: every line event, formatted and written."""
 
+    durable = True
+    """A child process's END writes its lines at once: it may end with ``os._exit()``."""
+
     def __init__(self, writer: DailyLogWriter) -> None:
         self.writer = writer
 

@@ -60,7 +60,7 @@ OTEL_MEMORY_FREE_RATIO = "otel_memory.free_ratio"
 OTEL_MEMORY_IDLE_TREND = "otel_memory.idle_trend"
 """Least-squares slope of RSS sampled while no task is open, bytes per hour."""
 OTEL_MEMORY_EVENTS_DROPPED = "otel_memory.events.dropped"
-"""Task lines dropped because the event queue was full (the daily-log disk fell far behind)."""
+"""OTLP log records of task lines dropped because the event writer fell behind (SPEC v0.3)."""
 PYTHON_HEAP_OBJECTS = "python.heap.objects"
 """GC-tracked objects per class (a stable set of classes, plus ``other``)."""
 PYTHON_HEAP_SIZE = "python.heap.size"
@@ -487,7 +487,7 @@ _INSTRUMENTS = {
         ),
         _Instrument(
             OTEL_MEMORY_EVENTS_DROPPED, "counter", "{event}",
-            "Task lines dropped because the event queue was full.",
+            "OTLP log records of task lines dropped because the event writer fell behind.",
         ),
         _Instrument(
             PYTHON_COLLECTION_SIZE, "gauge", "{item}", "len() of each watched collection."

@@ -52,6 +52,8 @@ class OTelLogSink:
         self, mode: ExportLogs = ExportLogs.EVENTS, logger_provider: LoggerProvider | None = None
     ) -> None:
         self.mode = mode
+        self.droppable = mode is ExportLogs.ALL
+        """Every task line makes a record: under overload those may drop (counted)."""
         self._logger = _logs.get_logger("otel_memory", __version__, logger_provider=logger_provider)
 
     def write(self, batch: Sequence[Event]) -> None:
