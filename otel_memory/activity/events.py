@@ -146,11 +146,6 @@ class EventPipeline:
         """Whether any sink listens (without one, :meth:`put` does nothing)."""
         return self._open
 
-    @property
-    def write_through(self) -> bool:
-        """Whether a task's END writes the queue at once (in a child process)."""
-        return self._write_through
-
     def set_sinks(self, sinks: Iterable[Sink]) -> None:
         """Replace the sinks; what was queued for the old ones is written to them first."""
         self.flush()
@@ -202,6 +197,7 @@ class EventPipeline:
         self._droppable = frozenset()
         self._durable = self._others = ()
         self._queue.clear()  # a producer that passed the check above as close() began
+        self._deferred.clear()
         for sink in sinks:
             try:
                 sink.close()
