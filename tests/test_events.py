@@ -480,6 +480,19 @@ if mode == "fork":
         run("child", 200)
         os._exit(0)  # no stop(), no atexit: its lines were written as its tasks ended
     assert os.waitpid(pid, 0)[1] == 0
+elif mode == "exit":
+    def slow_write(fd, data):
+        time.sleep(0.002)
+        return os.write(fd, data)
+
+    events.capacity = 2048
+    events.set_sinks([DailyLogSink(DailyLogWriter(log_dir, write=slow_write))])
+    for n in range(8):
+        threading.Thread(target=run, args=(n, 10**9), daemon=True).start()
+    while len(events._queue) < events.capacity:  # the queue is full: producers wait
+        time.sleep(0.001)
+    print(json.dumps({}))
+    sys.exit(0)  # the interpreter exits mid-burst: atexit's stop() runs against 8 producers
 else:  # midnight: run until a second after the local midnight given
     until = float(sys.argv[3]) + 1.0
     threads = [threading.Thread(target=run, args=(n, None, until)) for n in range(8)]
@@ -515,6 +528,18 @@ def test_fork_during_a_burst_keeps_parent_and_child_whole(tmp_path):
     assert {name: len(order) for name, order in seen.items()} == {
         **{f"w{n}": 10_000 for n in range(8)}, "wchild": 400
     }
+
+
+def test_interpreter_exit_during_a_burst_neither_hangs_nor_tears_lines(tmp_path):
+    # GIVEN 8 daemon threads in an endless burst, the queue full, producers waiting
+    # WHEN the main thread leaves the interpreter
+    _run_script(BURST, tmp_path, "exit")
+    # THEN it exits (atexit's stop() returned), every line is whole, each thread in order
+    lines = [parse_line(line) for line in _lines(tmp_path)]
+    assert all(lines)
+    assert [line.name for line in lines].count(STOPPED) == 1
+    task_lines = [line for line in lines if line.marker.short != "CHECK"]
+    assert _assert_each_thread_in_order(task_lines, complete=False)
 
 
 def _tz_with_midnight_at(timestamp: int) -> str:
