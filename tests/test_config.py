@@ -283,7 +283,7 @@ def test_profiles_rejects_other_values_naming_key_value_rule(value):
 
 def test_profiles_env_variable_names_itself():
     environ = {env_vars.OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_PROFILES: "gzip"}
-    with pytest.raises(ConfigError, match="OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_PROFILES.*got 'gzip'"):
+    with pytest.raises(ConfigError, match=r"OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_PROFILES.*got 'gzip'"):
         load_config(environ=environ)
 
 

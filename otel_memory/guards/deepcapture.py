@@ -27,6 +27,7 @@ import logging
 import threading
 import tracemalloc
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from opentelemetry.util.types import AttributeValue
 
@@ -99,7 +100,7 @@ class DeepCapture:
             the event's sites name up to ``EVENT_FRAMES`` of them, the profile all).
     """
 
-    def __init__(self, rss_growth_bytes: int, top_n: int = 10, frames: int = 16) -> None:
+    def __init__(self, rss_growth_bytes: int, top_n: int = 10, frames: int = 1) -> None:
         if rss_growth_bytes < 1 or top_n < 1 or frames < 1:
             raise ValueError(
                 f"rss_growth_bytes, top_n and frames must be >= 1, "
@@ -249,7 +250,9 @@ class DeepCapture:
         """Bytes and blocks alive now per call stack: one snapshot, grouped once."""
         # The snapshot's raw traces (domain, size, frames, total frames): grouping them here
         # costs a third of Snapshot.statistics(), which builds a Traceback object per trace.
-        traces = tracemalloc.take_snapshot().traces._traces  # noqa: SLF001
+        traces: list[tuple[int, int, Stack, int]] = cast(
+            Any, tracemalloc.take_snapshot().traces
+        )._traces
         sizes: _Sizes = {}
         get = sizes.get
         for _, size, stack, _ in traces:
