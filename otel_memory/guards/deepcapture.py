@@ -158,12 +158,19 @@ class DeepCapture:
             if task is None or not task.captured:
                 return None
         try:
-            return self._report(task)
+            traces = _traces()
         except Exception as exc:  # tracing stopped under us, or out of memory
             self._warn(exc)
             return None
         finally:
+            # Stopped (when this was the last traced task) before grouping: with tracing on,
+            # every tuple the grouping makes would be traced too, several times slower.
             self._release()
+        try:
+            return self._report(task, _group(traces))
+        except Exception as exc:  # out of memory
+            self._warn(exc)
+            return None
 
     # ------------------------------------------------------------------ state
 
@@ -226,7 +233,7 @@ class DeepCapture:
         ok = fresh is not None
         if fresh is False:
             try:
-                baseline = self._sizes()
+                baseline = _group(_traces())
             except Exception as exc:  # the host stopped tracing meanwhile
                 self._failure, ok = exc, False
         keep_hold = False
@@ -246,27 +253,11 @@ class DeepCapture:
         if fresh is not None and not keep_hold:
             self._release()
 
-    def _sizes(self) -> _Sizes:
-        """Bytes and blocks alive now per call stack: one snapshot, grouped once."""
-        # The snapshot's raw traces (domain, size, frames, total frames): grouping them here
-        # costs a third of Snapshot.statistics(), which builds a Traceback object per trace.
-        traces: list[tuple[int, int, Stack, int]] = cast(
-            Any, tracemalloc.take_snapshot().traces
-        )._traces
-        sizes: _Sizes = {}
-        get = sizes.get
-        for _, size, stack, _ in traces:
-            total, blocks = get(stack, (0, 0))
-            sizes[stack] = (total + size, blocks + 1)
-        for stack in [stack for stack in sizes if not stack or stack[0][0] in _OWN_FILES]:
-            del sizes[stack]
-        return sizes
-
-    def _report(self, task: _Task) -> AllocationReport:
+    def _report(self, task: _Task, sizes: _Sizes) -> AllocationReport:
         """The stacks that grew between the task's baseline and now; the event's top sites."""
         baseline = task.baseline or {}
         grown = []
-        for stack, (size, count) in self._sizes().items():
+        for stack, (size, count) in sizes.items():
             base_size, base_count = baseline.get(stack, (0, 0))
             if size > base_size:
                 grown.append((stack, size - base_size, max(0, count - base_count)))
@@ -285,6 +276,30 @@ class DeepCapture:
 
     def _warn(self, exc: BaseException) -> None:
         self._warn_once("capture", "otel_memory: deep capture failed: %r", exc)
+
+
+_Trace = tuple[int, int, Stack, int]
+"""A raw trace of a snapshot: domain, size, stack, total frames."""
+
+
+def _traces() -> list[_Trace]:
+    """Every traced block alive now, as the snapshot's raw traces."""
+    # The raw tuples: grouping them costs a third of Snapshot.statistics(), which builds a
+    # Traceback object per trace.
+    traces: list[_Trace] = cast(Any, tracemalloc.take_snapshot().traces)._traces
+    return traces
+
+
+def _group(traces: list[_Trace]) -> _Sizes:
+    """Bytes and blocks alive per call stack (our own bookkeeping left out)."""
+    sizes: _Sizes = {}
+    get = sizes.get
+    for _, size, stack, _ in traces:
+        total, blocks = get(stack, (0, 0))
+        sizes[stack] = (total + size, blocks + 1)
+    for stack in [stack for stack in sizes if not stack or stack[0][0] in _OWN_FILES]:
+        del sizes[stack]
+    return sizes
 
 
 def _site(stack: Stack) -> str:
