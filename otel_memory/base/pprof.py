@@ -43,6 +43,8 @@ class PprofProfile:
         duration_nanos: how long it covers.
         comments: free-form lines (``go tool pprof -comments`` prints them).
         labels: string labels put on every sample (e.g. ``span_id``).
+        binary: the name of the one mapping every location belongs to (pprof wants a "main
+            binary"; its flags say functions, files and lines are all known).
     """
 
     sample_types: tuple[tuple[str, str], ...]
@@ -52,6 +54,7 @@ class PprofProfile:
     duration_nanos: int = 0
     comments: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = field(default=())
+    binary: str = "python"
 
 
 class PprofError(ValueError):
@@ -108,6 +111,16 @@ class _Strings:
         return index
 
 
+def _mapping(filename: int) -> bytearray:
+    """Mapping 1: the binary, with functions, files and lines all known."""
+    mapping = bytearray()
+    _int_field(1, 1, mapping)
+    _int_field(5, filename, mapping)
+    for flag in (7, 8, 9):  # has_functions, has_filenames, has_line_numbers
+        _int_field(flag, 1, mapping)
+    return mapping
+
+
 def encode(profile: PprofProfile) -> bytes:
     """The profile as ``profile.proto`` bytes (not compressed)."""
     strings = _Strings()
@@ -138,12 +151,15 @@ def encode(profile: PprofProfile) -> bytes:
         _packed(2, values, sample)
         sample += labels
         _bytes_field(2, sample, out)
+    if locations:
+        _bytes_field(3, _mapping(strings(profile.binary)), out)
     for (name, filename, line), location in locations.items():
         line_message = bytearray()
         _int_field(1, functions[(name, filename)], line_message)
         _int_field(2, line, line_message)
         message = bytearray()
         _int_field(1, location, message)
+        _int_field(2, 1, message)
         _bytes_field(4, line_message, message)
         _bytes_field(4, message, out)
     for (name, filename), function in functions.items():
@@ -270,6 +286,7 @@ class _Raw:
     functions: dict[int, tuple[int, int]] = field(default_factory=dict)
     comments: list[int] = field(default_factory=list)
     scalars: dict[int, int] = field(default_factory=dict)
+    binary: int = 0
 
     def text(self, index: int) -> str:
         if not 0 <= index < len(self.strings):
@@ -301,6 +318,8 @@ def _read(data: bytes) -> _Raw:
             raw.functions[fields.get(1, 0)] = (fields.get(2, 0), fields.get(4, 0))
         elif number == 6:
             raw.strings.append(bytes(_message(value)).decode("utf-8", "replace"))
+        elif number == 3:
+            raw.binary = _scalars(_message(value)).get(5, 0)
         elif number == 13:
             raw.comments += _ints(wire, value)
         elif isinstance(value, int):
@@ -326,6 +345,7 @@ def decode(data: bytes) -> PprofProfile:
         duration_nanos=_signed(raw.scalars.get(10, 0)),
         comments=tuple(raw.text(index) for index in raw.comments),
         labels=tuple(sorted(labels)),
+        binary=raw.text(raw.binary),
     )
 
 

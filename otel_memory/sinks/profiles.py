@@ -117,8 +117,17 @@ class FunctionNames:
         return best
 
     def frames(self, stack: Stack) -> tuple[Frame, ...]:
-        """The stack as pprof frames ``(function, file, line)``, the allocating one first."""
-        return tuple((self(filename, line), filename, line) for filename, line in stack)
+        """The stack as pprof frames ``(function, file, line)``, the allocating one first.
+
+        A frame repeating the one before it is dropped: a comprehension runs in a frame of
+        its own on the same line (before Python 3.12), which reads as a doubled bar.
+        """
+        frames: list[Frame] = []
+        for filename, line in stack:
+            frame = (self(filename, line), filename, line)
+            if not frames or frames[-1] != frame:
+                frames.append(frame)
+        return tuple(frames)
 
 
 def _scopes(filename: str) -> list[tuple[int, int, str]]:
@@ -229,10 +238,13 @@ def build_otlp_request(
             index = stacks[key] = len(dictionary.stack_table)
             dictionary.stack_table.add(location_indices=key)
         stack_of_sample.append(index)
-    dictionary.link_table.add(
-        trace_id=profile.trace_id.to_bytes(16, "big"), span_id=profile.span_id.to_bytes(8, "big")
-    )
-    link = len(dictionary.link_table) - 1
+    link = 0  # no span (an SDK-less tracer): no link
+    if profile.span_id:
+        dictionary.link_table.add(
+            trace_id=profile.trace_id.to_bytes(16, "big"),
+            span_id=profile.span_id.to_bytes(8, "big"),
+        )
+        link = len(dictionary.link_table) - 1
     dictionary.attribute_table.add(
         key_strindex=string(TASK_NAME), value=_any_value(profile.task_name)
     )
