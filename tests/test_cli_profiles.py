@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,7 @@ def log_dir(tmp_path) -> Path:
 def test_the_list_names_task_time_top_site_and_bytes(log_dir, capsys):
     assert main(["profiles", str(log_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["ID", "TASK", "TIME", "TOP", "SITE", "BYTES"]
+    assert lines[0].split() == ["ID", "TASK", "STARTED", "TOP", "SITE", "BYTES"]
     first = lines[1]
     assert first.startswith("1   Nations Dump Processing")
     assert f"render_dump (test_cli_profiles.py:{_line('# RENDER DUMP')})" in first
@@ -84,6 +85,7 @@ def test_json_lists_the_same(log_dir, capsys):
     assert rows[0]["span_id"] == f"{SPAN:016x}" and rows[0]["trace_id"] == f"{TRACE:032x}"
     assert rows[0]["top_bytes"] == 120 * MB and rows[0]["total_bytes"] == 150 * MB
     assert rows[0]["task"] == "Nations Dump Processing"
+    assert rows[0]["started"] == datetime.fromtimestamp(1_779_999_999).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def test_open_writes_the_page_and_never_overwrites_without_force(log_dir, tmp_path, capsys):

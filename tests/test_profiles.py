@@ -230,6 +230,8 @@ def test_a_task_allocating_150_mb_leaves_a_profile_linked_to_its_span(
                    key=lambda s: s.value, reverse=True)
     assert space, (samples[:3], sink.exported, sink.export_failed, sink.dropped, sink.failed)
     assert space[0].stack[0] == allocating, [(s.value, s.stack[:3]) for s in space[:5]]
+    # frames: 0 with profiles on keeps 16 frames: the task's code is in the stack
+    assert "_run_dump_twice" in [name for name, _, _ in space[0].stack]
     assert space[0].value >= 140 * MB
     assert space[0].trace_id == trace_id
     assert space[0].protocol == protocol

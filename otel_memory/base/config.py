@@ -56,6 +56,8 @@ MAX_DAYS = 36_500
 """Longest retention, a hundred years: "keep" without overflowing date arithmetic."""
 MAX_TOP_N = 1_000
 """Most allocation sites listed on a span: each is an entry of three array attributes."""
+PROFILE_FRAMES = 16
+"""Frames kept by default when allocation profiles are on: the task's code down to the line."""
 MAX_CLASSES = 100_000
 """Most classes listed by the census: more classes than a process holds, so "all" still fits."""
 
@@ -142,9 +144,10 @@ class DeepCaptureConfig:
             a task with the same name from its start.
         rss_growth_mb: RSS growth above a task's start that starts tracing (MB, 1 to 2**30).
         top_n: allocation sites reported on the span, largest first (1 to 1,000).
-        frames: frames ``tracemalloc`` keeps per allocation (1 to 100, default 16); above 1 a
-            site names its callers too (the event up to 3, the profile all), at a higher cost
-            while a task is traced.
+        frames: frames ``tracemalloc`` keeps per allocation (1 to 100); 0 (default): 16 when
+            ``profiles`` is on, else 1 (see :meth:`tracemalloc_frames`). Above 1 a site names its
+            callers too (the event up to 3, the profile all), at a higher cost while a task is
+            traced.
         profiles: where each traced task's allocation profile goes: ``off`` (default),
             ``otlp``, ``pprof`` or ``both`` (SPEC: Allocation profiles).
     """
@@ -152,11 +155,17 @@ class DeepCaptureConfig:
     enabled: bool = False
     rss_growth_mb: float = field(default=200.0, metadata=_rule(minimum=1, maximum=MAX_MB))
     top_n: int = field(default=10, metadata=_rule(minimum=1, maximum=MAX_TOP_N))
-    # 16, not 1: a flame graph needs the callers. Measured (10k-block task, depth 21): tracing
-    # slows allocation-heavy code ~8x at 1 frame, ~20x at 8, ~44x at 16; the end snapshot costs
-    # ~2x more at 16 than at 1 (README "Allocation profiles").
-    frames: int = field(default=16, metadata=_rule(minimum=1, maximum=100))
+    # 0: a flame graph needs the callers (16), the span event alone does not (1). Measured
+    # (benchmarks/deepcapture.py): tracing slows an allocation-heavy loop ~5x at 1 frame and
+    # ~38x at 16; a traced task's end with 10k live blocks takes ~6 ms at 1, ~13 ms at 16.
+    frames: int = field(default=0, metadata=_rule(minimum=0, maximum=100))
     profiles: Profiles = Profiles.OFF
+
+    def tracemalloc_frames(self) -> int:
+        """The frames tracing keeps: ``frames``, or when 0, 16 with profiles and 1 without."""
+        if self.frames:
+            return self.frames
+        return PROFILE_FRAMES if self.profiles else 1
 
 
 @dataclass(frozen=True, slots=True)

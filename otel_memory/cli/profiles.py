@@ -1,6 +1,6 @@
 """``otel-memory profiles``: list the saved allocation profiles, or draw one as a flame graph.
 
-    otel-memory profiles logs/                       # ID, task, time, top site, bytes
+    otel-memory profiles logs/                       # ID, task, start, top site, bytes
     otel-memory profiles logs/ --json
     otel-memory profiles logs/ --open 3 -o dump.html # ID: a listed number, a span id or a name
 
@@ -43,7 +43,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "profiles",
         help="list saved allocation profiles, or draw one as a flame graph",
         description="List the allocation profiles (pprof, .pb.gz) saved in LOG_DIR/profiles: "
-        "task, time, top allocating site and its bytes. With --open ID, write one as a "
+        "task, start time, top allocating site and its bytes. With --open ID, write one as a "
         "self-contained HTML flame graph (click to zoom, hover for values).",
     )
     parser.add_argument("log_dir", metavar="LOG_DIR",
@@ -69,6 +69,7 @@ class SavedProfile:
     path: Path
     task: str
     time: str
+    """When the task started (local time)."""
     span_id: str
     trace_id: str
     top_site: str
@@ -79,7 +80,7 @@ class SavedProfile:
     def row(self) -> dict[str, Any]:
         """The JSON form of a list entry."""
         return {
-            "id": self.number, "file": str(self.path), "task": self.task, "time": self.time,
+            "id": self.number, "file": str(self.path), "task": self.task, "started": self.time,
             "span_id": self.span_id, "trace_id": self.trace_id, "top_site": self.top_site,
             "top_bytes": self.top_bytes, "total_bytes": self.total_bytes,
         }
@@ -192,7 +193,7 @@ def _print_list(profiles: list[SavedProfile], *, as_json: bool) -> None:
     if not profiles:
         print("no allocation profiles")
         return
-    rows = [("ID", "TASK", "TIME", "TOP SITE", "BYTES")] + [
+    rows = [("ID", "TASK", "STARTED", "TOP SITE", "BYTES")] + [
         (str(s.number), s.task, s.time, s.top_site, _mb(s.top_bytes)) for s in profiles
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

@@ -180,7 +180,7 @@ class Monitor:
         deep = monitor.deep_capture
         if deep.enabled:
             self._tasks.deep_capture = DeepCapture(
-                round(deep.rss_growth_mb * MB), deep.top_n, deep.frames
+                round(deep.rss_growth_mb * MB), deep.top_n, deep.tracemalloc_frames()
             )
             self._tasks.on_allocations = notices.allocations
             if deep.profiles:
