@@ -487,5 +487,35 @@ def profile_sink(
             pprof_dir = os.path.join(log_dir, PROFILES_DIR)
         else:
             _log.warning("otel_memory: deep_capture.profiles=%s: pprof needs a log_dir", profiles)
-    exporter = profile_exporter() if profiles.otlp else None
+    exporter = None
+    if profiles.otlp:
+        problem = otlp_profiles_unsupported()
+        if problem is None:
+            exporter = profile_exporter()
+        else:
+            _log.warning("otel_memory: OTLP allocation profiles are off: %s", problem)
     return ProfileSink(resource, exporter=exporter, pprof_dir=pprof_dir)
+
+
+def otlp_profiles_unsupported() -> str | None:
+    """Why the installed ``opentelemetry-proto`` cannot carry these profiles, or None.
+
+    The profiles messages changed shape across its releases; this package writes the one with a
+    dictionary holding a stack table and one sample type per profile (opentelemetry-proto 1.45
+    has it; 1.38, the oldest this package allows, has a repeated sample type and no stack
+    table: there only pprof files are written).
+    """
+    try:
+        from opentelemetry.proto.profiles.v1development import profiles_pb2  # noqa: PLC0415
+    except ImportError as exc:
+        return f"opentelemetry-proto has no profiles messages ({exc})"
+    dictionary = profiles_pb2.ProfilesDictionary.DESCRIPTOR.fields_by_name
+    profile = profiles_pb2.Profile.DESCRIPTOR.fields_by_name
+    if "stack_table" not in dictionary or "link_table" not in dictionary:
+        return "the installed opentelemetry-proto's profiles dictionary has no stack/link table"
+    # One ValueType per profile (older releases had a repeated field of them).
+    if "sample_type" not in profile or not hasattr(
+        profiles_pb2.Profile().sample_type, "type_strindex"
+    ):
+        return "the installed opentelemetry-proto's profiles use another sample layout"
+    return None
