@@ -414,13 +414,14 @@ class ProfileSink:
             time.sleep(0.01)
         return True
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Handle what is queued (within ``timeout``), stop the thread, shut the exporter."""
+    def close(self, timeout: float = 3.0) -> None:
+        """Handle what is queued within ``timeout`` (a dead collector must not hang the host's
+        exit: the daemon thread is left behind), then shut the exporter."""
         if self._closed.is_set():
             return
         self._closed.set()
         with contextlib.suppress(queue.Full):  # else the thread sees _closed after its profile
-            self._queue.put(None, timeout=timeout)
+            self._queue.put_nowait(None)
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
         if self._exporter is not None:
