@@ -382,3 +382,24 @@ def test_pprof_file_is_what_deep_capture_saw(tmp_path):
     assert top == ("allocate_dump", HERE, _line_of("# ALLOCATES")) and size >= 100 * MB
     stack = max(decoded.samples, key=lambda sample: sample[1][0])[0]
     assert "test_pprof_file_is_what_deep_capture_saw" in [name for name, _, _ in stack]  # caller
+
+
+def test_the_profiles_threads_own_work_is_left_out(tmp_path):
+    # While another task is traced, this thread's parsing and encoding are traced too.
+    import otel_memory.sinks.profiles as profiles_module
+
+    own = ((profiles_module.__file__, 10), (HERE, _line_of("# ALLOCATES")))
+    task = ((HERE, _line_of("# ALLOCATES")),)
+    sink = ProfileSink(dict, pprof_dir=tmp_path)
+    sink.submit(_profile(((own, 500, 5), (task, 100, 1))))
+    assert sink.flush(10)
+    sink.close()
+    (path,) = sink.written
+    decoded = decode(gzip.decompress(path.read_bytes()))
+    assert [values for _, values in decoded.samples] == [(100, 1)]
+
+
+def test_a_comprehensions_own_frame_is_not_drawn_twice():
+    line = _line_of("# ALLOCATES")
+    frames = FunctionNames().frames(((HERE, line), (HERE, line), (HERE, line + 1)))
+    assert [f[2] for f in frames] == [line, line + 1]
