@@ -21,13 +21,18 @@ precedence is reimplemented here; the gRPC stub is opentelemetry-proto's.
 from __future__ import annotations
 
 import gzip
+import http.client
 import logging
 import os
+import ssl
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+import grpc  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2_grpc
 from opentelemetry.util.re import parse_env_headers
 
 _log = logging.getLogger("otel_memory")
@@ -131,11 +136,6 @@ class GrpcProfileExporter:
     """``ProfilesService/Export`` over one gRPC channel."""
 
     def __init__(self, settings: ExportSettings) -> None:
-        import grpc  # type: ignore[import-untyped]  # noqa: PLC0415  # only for gRPC export
-        from opentelemetry.proto.collector.profiles.v1development import (  # noqa: PLC0415
-            profiles_service_pb2_grpc,
-        )
-
         self.settings = settings
         parsed = urlparse(settings.endpoint)
         target = parsed.netloc if parsed.netloc else settings.endpoint
@@ -152,7 +152,6 @@ class GrpcProfileExporter:
         self._stub = profiles_service_pb2_grpc.ProfilesServiceStub(  # type: ignore[no-untyped-call]
             self._channel
         )
-        self._rpc_error = grpc.RpcError
 
     def export(self, request: Any) -> bool:
         """One attempt within the timeout; False (logged at debug) when it fails."""
@@ -160,7 +159,7 @@ class GrpcProfileExporter:
             self._stub.Export(
                 request, metadata=self.settings.headers or None, timeout=self.settings.timeout
             )
-        except self._rpc_error as exc:
+        except grpc.RpcError as exc:
             _log.debug("otel_memory: profile export to %s failed: %s", self.settings.endpoint, exc)
             return False
         return True
@@ -171,43 +170,37 @@ class GrpcProfileExporter:
 
 
 class HttpProfileExporter:
-    """``POST`` of the protobuf request to the profiles URL, with one ``requests`` session."""
+    """``POST`` of the protobuf request to the profiles URL (``urllib``: one request per task
+    profile needs no session)."""
 
     def __init__(self, settings: ExportSettings) -> None:
-        import requests  # noqa: PLC0415  # a dependency of the SDK's HTTP exporter
-
         self.settings = settings
-        self._session = requests.Session()
-        self._session.headers.update(dict(settings.headers))
-        self._session.headers["Content-Type"] = "application/x-protobuf"
+        self._headers = {**dict(settings.headers), "Content-Type": "application/x-protobuf"}
         if settings.gzip:
-            self._session.headers["Content-Encoding"] = "gzip"
-        if settings.certificate:
-            self._session.verify = settings.certificate
-        if settings.client_certificate and settings.client_key:
-            self._session.cert = (settings.client_certificate, settings.client_key)
-        self._errors = (requests.RequestException, OSError)
+            self._headers["Content-Encoding"] = "gzip"
+        self._context: ssl.SSLContext | None = None
+        if urlparse(settings.endpoint).scheme == "https":
+            self._context = ssl.create_default_context(cafile=settings.certificate)
+            if settings.client_certificate:
+                self._context.load_cert_chain(settings.client_certificate, settings.client_key)
 
     def export(self, request: Any) -> bool:
         """One attempt within the timeout; False (logged at debug) when it fails."""
         body = request.SerializeToString()
         if self.settings.gzip:
             body = gzip.compress(body)
+        post = urllib.request.Request(
+            self.settings.endpoint, data=body, headers=self._headers, method="POST"
+        )
         try:
-            response = self._session.post(
-                self.settings.endpoint, data=body, timeout=self.settings.timeout
-            )
-        except self._errors as exc:
+            with urllib.request.urlopen(  # the configured OTLP endpoint
+                post, timeout=self.settings.timeout, context=self._context
+            ) as response:
+                response.read()
+                return 200 <= int(response.status) < 300
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # HTTPError too
             _log.debug("otel_memory: profile export to %s failed: %s", self.settings.endpoint, exc)
             return False
-        if not response.ok:
-            _log.debug(
-                "otel_memory: profile export to %s: HTTP %s",
-                self.settings.endpoint,
-                response.status_code,
-            )
-        return bool(response.ok)
 
     def shutdown(self) -> None:
-        """Close the session."""
-        self._session.close()
+        """Nothing is kept open between exports."""

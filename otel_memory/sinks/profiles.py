@@ -33,6 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 import (
+    ExportProfilesServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    ArrayValue,
+    InstrumentationScope,
+    KeyValue,
+)
+from opentelemetry.proto.profiles.v1development import profiles_pb2 as pb
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otel_memory.base import pprof as _pprof_module
 from otel_memory.base.config import Profiles
@@ -160,8 +171,6 @@ def _scopes(filename: str) -> list[tuple[int, int, str]]:
 
 
 def _any_value(value: object) -> Any:
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue  # noqa: PLC0415
-
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, int):
@@ -182,17 +191,6 @@ def build_otlp_request(
 
     ``frames`` holds each of ``profile.stacks`` as pprof frames (same order).
     """
-    # Imported here: only a process that exports profiles pays for the profiles protos.
-    from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 import (  # noqa: PLC0415
-        ExportProfilesServiceRequest,
-    )
-    from opentelemetry.proto.common.v1.common_pb2 import (  # noqa: PLC0415
-        InstrumentationScope,
-        KeyValue,
-    )
-    from opentelemetry.proto.profiles.v1development import profiles_pb2 as pb  # noqa: PLC0415
-    from opentelemetry.proto.resource.v1.resource_pb2 import Resource  # noqa: PLC0415
-
     dictionary = pb.ProfilesDictionary()
     # Index 0 of every table is the zero value, as the format requires.
     dictionary.mapping_table.add()
@@ -506,17 +504,13 @@ def otlp_profiles_unsupported() -> str | None:
     has it; 1.38, the oldest this package allows, has a repeated sample type and no stack
     table: there only pprof files are written).
     """
-    try:
-        from opentelemetry.proto.profiles.v1development import profiles_pb2  # noqa: PLC0415
-    except ImportError as exc:
-        return f"opentelemetry-proto has no profiles messages ({exc})"
-    dictionary = profiles_pb2.ProfilesDictionary.DESCRIPTOR.fields_by_name
-    profile = profiles_pb2.Profile.DESCRIPTOR.fields_by_name
+    dictionary = pb.ProfilesDictionary.DESCRIPTOR.fields_by_name
+    profile = pb.Profile.DESCRIPTOR.fields_by_name
     if "stack_table" not in dictionary or "link_table" not in dictionary:
         return "the installed opentelemetry-proto's profiles dictionary has no stack/link table"
     # One ValueType per profile (older releases had a repeated field of them).
     if "sample_type" not in profile or not hasattr(
-        profiles_pb2.Profile().sample_type, "type_strindex"
+        pb.Profile().sample_type, "type_strindex"
     ):
         return "the installed opentelemetry-proto's profiles use another sample layout"
     return None
