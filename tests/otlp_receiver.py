@@ -6,7 +6,7 @@
         receiver.wait_for(lambda: receiver.spans_named("Nations Dump Download"))
         receiver.data_points("process.memory.usage")
 
-Both servers decode the collector service requests (``Export{Trace,Metrics,Logs}ServiceRequest``)
+Both servers decode the collector service requests (``Export{Trace,Metrics,Logs,Profiles}ServiceRequest``)
 and store them under a lock; the helpers flatten them into spans, data points and log records
 that carry their resource attributes and the protocol they arrived on.
 """
@@ -27,11 +27,15 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.profiles.v1development import (
+    profiles_service_pb2,
+    profiles_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 Protocol = Literal["grpc", "http/protobuf"]
-Signal = Literal["traces", "metrics", "logs"]
+Signal = Literal["traces", "metrics", "logs", "profiles"]
 _T = TypeVar("_T")
 
 # What each HTTP path accepts and answers, as the OTLP/HTTP specification lays it out.
@@ -50,6 +54,11 @@ _HTTP_ROUTES: dict[str, tuple[Signal, type[Message], type[Message]]] = {
         "logs",
         logs_service_pb2.ExportLogsServiceRequest,
         logs_service_pb2.ExportLogsServiceResponse,
+    ),
+    "/v1development/profiles": (
+        "profiles",
+        profiles_service_pb2.ExportProfilesServiceRequest,
+        profiles_service_pb2.ExportProfilesServiceResponse,
     ),
 }
 
@@ -118,13 +127,32 @@ class ReceivedLogRecord:
     time_unix_nano: int = 0
 
 
+@dataclass(frozen=True)
+class ReceivedProfileSample:
+    """One sample of a received profile, its dictionary references resolved.
+
+    ``stack`` is ``(function, file, line)`` per frame, the leaf first; ``trace_id`` and
+    ``span_id`` come from the sample's link (hex, empty without one).
+    """
+
+    sample_type: tuple[str, str]
+    value: int
+    stack: tuple[tuple[str, str, int], ...]
+    trace_id: str
+    span_id: str
+    profile_attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    protocol: Protocol
+
+
 @dataclass
 class _Store:
     """Decoded requests per signal, in arrival order, with the protocol each came on."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: dict[Signal, list[tuple[Protocol, Any]]] = field(
-        default_factory=lambda: {"traces": [], "metrics": [], "logs": []}
+        default_factory=lambda: {"traces": [], "metrics": [], "logs": [], "profiles": []}
     )
 
     def add(self, signal: Signal, protocol: Protocol, request: Message) -> None:
@@ -166,6 +194,15 @@ class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
     def Export(self, request: Any, context: Any) -> Any:
         self._store.add("logs", "grpc", request)
         return logs_service_pb2.ExportLogsServiceResponse()
+
+
+class _ProfilesService(profiles_service_pb2_grpc.ProfilesServiceServicer):
+    def __init__(self, store: _Store) -> None:
+        self._store = store
+
+    def Export(self, request: Any, context: Any) -> Any:
+        self._store.add("profiles", "grpc", request)
+        return profiles_service_pb2.ExportProfilesServiceResponse()
 
 
 def _decompress(body: bytes, encoding: str) -> bytes:
@@ -215,7 +252,8 @@ def _http_handler(store: _Store) -> type[BaseHTTPRequestHandler]:
 
 
 class OTLPReceiver:
-    """gRPC (TraceService, MetricsService, LogsService) and HTTP/protobuf OTLP endpoints."""
+    """gRPC (TraceService, MetricsService, LogsService, ProfilesService) and HTTP/protobuf OTLP
+    endpoints."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self._host = host
@@ -238,6 +276,9 @@ class OTLPReceiver:
             _MetricsService(self._store), server
         )
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsService(self._store), server)
+        profiles_service_pb2_grpc.add_ProfilesServiceServicer_to_server(
+            _ProfilesService(self._store), server
+        )
         self.grpc_port = server.add_insecure_port(f"{self._host}:0")
         server.start()
         self._grpc_server = server
@@ -412,6 +453,64 @@ class OTLPReceiver:
                                 time_unix_nano=record.time_unix_nano,
                             )
                         )
+        return found
+
+    def profile_requests(self) -> list[tuple[Protocol, Any]]:
+        """The raw ``ExportProfilesServiceRequest`` s, with the protocol each came on."""
+        return self._store.snapshot("profiles")
+
+    def profile_samples(self) -> list[ReceivedProfileSample]:
+        """Every profile sample received, resolved through its request's dictionary."""
+        found: list[ReceivedProfileSample] = []
+        for protocol, request in self._store.snapshot("profiles"):
+            table = request.dictionary
+            strings = table.string_table
+
+            def frames(
+                stack_index: int, table: Any = table, strings: Any = strings
+            ) -> tuple[tuple[str, str, int], ...]:
+                resolved = []
+                for location_index in table.stack_table[stack_index].location_indices:
+                    for line in table.location_table[location_index].lines:
+                        function = table.function_table[line.function_index]
+                        resolved.append(
+                            (
+                                strings[function.name_strindex],
+                                strings[function.filename_strindex],
+                                line.line,
+                            )
+                        )
+                return tuple(resolved)
+
+            for resource_profiles in request.resource_profiles:
+                resource = attributes(resource_profiles.resource.attributes)
+                for scope_profiles in resource_profiles.scope_profiles:
+                    for profile in scope_profiles.profiles:
+                        kind = (
+                            strings[profile.sample_type.type_strindex],
+                            strings[profile.sample_type.unit_strindex],
+                        )
+                        profile_attributes = {
+                            strings[table.attribute_table[i].key_strindex]: any_value(
+                                table.attribute_table[i].value
+                            )
+                            for i in profile.attribute_indices
+                        }
+                        for sample in profile.samples:
+                            link = table.link_table[sample.link_index]
+                            found.append(
+                                ReceivedProfileSample(
+                                    sample_type=kind,
+                                    value=sum(sample.values),
+                                    stack=frames(sample.stack_index),
+                                    trace_id=link.trace_id.hex(),
+                                    span_id=link.span_id.hex(),
+                                    profile_attributes=profile_attributes,
+                                    resource=resource,
+                                    scope=scope_profiles.scope.name,
+                                    protocol=protocol,
+                                )
+                            )
         return found
 
     def wait_for(

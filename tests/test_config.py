@@ -16,6 +16,7 @@ from otel_memory.base.config import (
     DAY_SECONDS,
     DeepCaptureConfig,
     ExportLogs,
+    Profiles,
     config_from_dict,
     env_var_for,
     leaf_key_paths,
@@ -231,7 +232,8 @@ def test_export_logs_bad_value_names_the_choices(tmp_path, bad):
 
 def test_deep_capture_defaults_and_overrides(tmp_path):
     deep = load_config(environ={}).monitor.deep_capture
-    assert deep == DeepCaptureConfig(enabled=False, rss_growth_mb=200, top_n=10, frames=1)
+    assert deep == DeepCaptureConfig(enabled=False, rss_growth_mb=200, top_n=10, frames=0)
+    assert deep.tracemalloc_frames() == 1  # no profiles: the allocating line is enough
     path = write(tmp_path, "general: {monitoring: {memory_monitor: {deep_capture: {enabled: true, top_n: 3}}}}")
     environ = {
         env_vars.OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_RSS_GROWTH_MB: "50.5",
@@ -246,7 +248,7 @@ def test_deep_capture_defaults_and_overrides(tmp_path):
 @pytest.mark.parametrize(
     ("key", "value", "rule"),
     [("rss_growth_mb", 0.5, "must be >= 1, got 0.5"), ("top_n", 0, "must be >= 1, got 0"),
-     ("frames", 0, "must be >= 1, got 0"), ("frames", 101, "must be <= 100, got 101"),
+     ("frames", -1, "must be >= 0, got -1"), ("frames", 101, "must be <= 100, got 101"),
      ("top_n", 1001, "must be <= 1000, got 1001"), ("enabled", "sometimes", "must be a boolean")],
 )
 def test_deep_capture_bounds(key, value, rule):
@@ -254,6 +256,38 @@ def test_deep_capture_bounds(key, value, rule):
         config_from_dict({"general": {"monitoring": {"memory_monitor": {"deep_capture": {key: value}}}}})
     assert info.value.key_path == f"{MONITOR}.deep_capture.{key}"
     assert rule in str(info.value)
+
+
+# --------------------------------------------------------------------------- v0.3: profiles
+
+
+def test_profiles_default_off_and_every_spelling(tmp_path):
+    assert load_config(environ={}).monitor.deep_capture.profiles is Profiles.OFF
+    for text, expected in [("off", Profiles.OFF), ("otlp", Profiles.OTLP), ("PPROF", Profiles.PPROF),
+                           ("both", Profiles.BOTH)]:
+        # a bare YAML `off` arrives as false: it must still mean off
+        path = write(tmp_path, f"general: {{monitoring: {{memory_monitor: {{deep_capture: {{profiles: {text}}}}}}}}}")
+        assert load_config(path, environ={}).monitor.deep_capture.profiles is expected
+    environ = {env_vars.OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_PROFILES: "both"}
+    profiles = load_config(environ=environ).monitor.deep_capture.profiles
+    assert profiles is Profiles.BOTH and profiles.otlp and profiles.pprof
+    assert Profiles.OTLP.otlp and not Profiles.OTLP.pprof and not Profiles.OFF
+    assert DeepCaptureConfig(profiles=Profiles.PPROF).tracemalloc_frames() == 16  # a stack
+    assert DeepCaptureConfig(profiles=Profiles.PPROF, frames=4).tracemalloc_frames() == 4
+
+
+@pytest.mark.parametrize("value", ["flamegraph", True, 3])
+def test_profiles_rejects_other_values_naming_key_value_rule(value):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"general": {"monitoring": {"memory_monitor": {"deep_capture": {"profiles": value}}}}})
+    assert info.value.key_path == f"{MONITOR}.deep_capture.profiles"
+    assert f"must be one of off | otlp | pprof | both, got {value!r}" in str(info.value)
+
+
+def test_profiles_env_variable_names_itself():
+    environ = {env_vars.OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_PROFILES: "gzip"}
+    with pytest.raises(ConfigError, match=r"OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_PROFILES.*got 'gzip'"):
+        load_config(environ=environ)
 
 
 # --------------------------------------------------------------------------- v0.2: maxima, NaN

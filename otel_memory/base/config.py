@@ -56,6 +56,8 @@ MAX_DAYS = 36_500
 """Longest retention, a hundred years: "keep" without overflowing date arithmetic."""
 MAX_TOP_N = 1_000
 """Most allocation sites listed on a span: each is an entry of three array attributes."""
+PROFILE_FRAMES = 16
+"""Frames kept by default when allocation profiles are on: the task's code down to the line."""
 MAX_CLASSES = 100_000
 """Most classes listed by the census: more classes than a process holds, so "all" still fits."""
 
@@ -76,6 +78,38 @@ class ExportLogs(str, Enum):
 
     def __bool__(self) -> bool:
         return self is not ExportLogs.NONE
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Profiles(str, Enum):
+    """Where a traced task's allocation profile goes (``memory_monitor.deep_capture.profiles``).
+
+    YAML reads a bare ``off`` as ``false``: that spelling means :attr:`OFF`.
+    """
+
+    OFF = "off"
+    """No profile; the span event with the top sites is still added."""
+    OTLP = "otlp"
+    """An OTLP profile (``profiles/v1development``) to the OTLP profiles endpoint."""
+    PPROF = "pprof"
+    """A gzipped pprof file in ``{log_dir}/profiles/``."""
+    BOTH = "both"
+    """Both of the above."""
+
+    @property
+    def otlp(self) -> bool:
+        """Whether profiles leave over OTLP."""
+        return self in (Profiles.OTLP, Profiles.BOTH)
+
+    @property
+    def pprof(self) -> bool:
+        """Whether profiles are written as pprof files."""
+        return self in (Profiles.PPROF, Profiles.BOTH)
+
+    def __bool__(self) -> bool:
+        return self is not Profiles.OFF
 
     def __str__(self) -> str:
         return self.value
@@ -110,14 +144,28 @@ class DeepCaptureConfig:
             a task with the same name from its start.
         rss_growth_mb: RSS growth above a task's start that starts tracing (MB, 1 to 2**30).
         top_n: allocation sites reported on the span, largest first (1 to 1,000).
-        frames: frames ``tracemalloc`` keeps per allocation (1 to 100); above 1 a site names
-            its callers too, at a higher cost while tracing.
+        frames: frames ``tracemalloc`` keeps per allocation (1 to 100); 0 (default): 16 when
+            ``profiles`` is on, else 1 (see :meth:`tracemalloc_frames`). Above 1 a site names its
+            callers too (the event up to 3, the profile all), at a higher cost while a task is
+            traced.
+        profiles: where each traced task's allocation profile goes: ``off`` (default),
+            ``otlp``, ``pprof`` or ``both`` (SPEC: Allocation profiles).
     """
 
     enabled: bool = False
     rss_growth_mb: float = field(default=200.0, metadata=_rule(minimum=1, maximum=MAX_MB))
     top_n: int = field(default=10, metadata=_rule(minimum=1, maximum=MAX_TOP_N))
-    frames: int = field(default=1, metadata=_rule(minimum=1, maximum=100))
+    # 0: a flame graph needs the callers (16), the span event alone does not (1). Measured
+    # (benchmarks/deepcapture.py): tracing slows an allocation-heavy loop ~5x at 1 frame and
+    # ~38x at 16; a traced task's end with 10k live blocks takes ~6 ms at 1, ~13 ms at 16.
+    frames: int = field(default=0, metadata=_rule(minimum=0, maximum=100))
+    profiles: Profiles = Profiles.OFF
+
+    def tracemalloc_frames(self) -> int:
+        """The frames tracing keeps: ``frames``, or when 0, 16 with profiles and 1 without."""
+        if self.frames:
+            return self.frames
+        return PROFILE_FRAMES if self.profiles else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +417,8 @@ def _check_choice(value: object, kind: type[Enum], where: str, path: str, shown:
     """One of ``kind``'s values (any case); ``true``/``false`` where the enum allows them."""
     if isinstance(value, bool) and kind is ExportLogs:
         return ExportLogs.ALL if value else ExportLogs.NONE
+    if value is False and kind is Profiles:  # YAML 1.1 reads a bare `off` as false
+        return Profiles.OFF
     if isinstance(value, str):
         for member in kind:
             if value.strip().lower() == member.value:

@@ -61,7 +61,14 @@ OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_TOP_N = "OTEL_PYTHON_MEMORY_MONITOR_DEEP
 """``memory_monitor.deep_capture.top_n``: allocation sites reported per task (1 to 1,000)."""
 
 OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_FRAMES = "OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_FRAMES"
-"""``memory_monitor.deep_capture.frames``: frames kept per allocation (1 to 100)."""
+"""``memory_monitor.deep_capture.frames``: frames kept per allocation (1 to 100; 0: 16 with
+allocation profiles, else 1)."""
+
+OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_PROFILES = (
+    "OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_PROFILES"
+)
+"""``memory_monitor.deep_capture.profiles``: where traced tasks' allocation profiles go: ``off``,
+``otlp``, ``pprof`` or ``both``."""
 
 OTEL_PYTHON_MEMORY_MONITOR_THRESHOLDS_RSS_WARNING_MB = (
     "OTEL_PYTHON_MEMORY_MONITOR_THRESHOLDS_RSS_WARNING_MB"

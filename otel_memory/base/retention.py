@@ -27,6 +27,14 @@ from pathlib import Path
 DAILY_LOG_NAME = re.compile(r"memory_(?P<date>\d{8})\.log(?P<gz>\.gz)?")
 """A daily log or its archive (use ``fullmatch`` on the file name)."""
 
+PROFILES_DIR = "profiles"
+"""The folder of ``log_dir`` that holds the allocation profiles (pprof)."""
+
+PROFILE_NAME = re.compile(
+    r"(?P<task>.+)_(?P<date>\d{8})-(?P<time>\d{6})_(?P<span>[0-9a-f]{16})\.pb\.gz"
+)
+"""An allocation profile's file name: task, local date and time, span id (``fullmatch``)."""
+
 _CHUNK = 1 << 20
 
 
@@ -98,6 +106,8 @@ def archive_old_logs(
             _delete(path, dry_run, deleted, errors)
         else:
             kept.append(path)
+    profiles = directory / PROFILES_DIR
+    _delete_old_profiles(profiles, today, retention_days, dry_run, (deleted, errors))
     return ArchiveResult(
         archived=tuple(archived),
         deleted=tuple(deleted),
@@ -105,6 +115,31 @@ def archive_old_logs(
         errors=tuple(errors),
         dry_run=dry_run,
     )
+
+
+def _delete_old_profiles(
+    directory: Path,
+    today: date,
+    retention_days: int,
+    dry_run: bool,
+    results: tuple[list[Path], list[str]],
+) -> None:
+    """Profiles leave with their day's plain log: once older than ``retention_days`` (>0).
+
+    ``results``: the lists of deleted paths and errors to add to."""
+    deleted, errors = results
+    if retention_days <= 0 or not directory.is_dir():
+        return
+    for path in sorted(directory.iterdir()):
+        match = PROFILE_NAME.fullmatch(path.name)
+        if match is None or not path.is_file():
+            continue
+        try:
+            day = datetime.strptime(match["date"], "%Y%m%d").date()
+        except ValueError:
+            continue
+        if (today - day).days > retention_days:
+            _delete(path, dry_run, deleted, errors)
 
 
 def _delete(path: Path, dry_run: bool, deleted: list[Path], errors: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""The ``otel-memory`` command line: ``analyze``, ``report`` and ``archive`` sub-commands.
+"""The ``otel-memory`` command line: ``analyze``, ``report``, ``archive`` and ``profiles``.
 
     from otel_memory.cli import main
 
@@ -23,7 +23,7 @@ from typing import NoReturn, cast
 from otel_memory.base.config import ConfigError
 from otel_memory.base.errors import OtelMemoryError
 from otel_memory.base.version import __version__
-from otel_memory.cli import analyze, archive, report
+from otel_memory.cli import analyze, archive, profiles, report
 from otel_memory.cli.errors import UsageError, shown
 
 PROG = "otel-memory"
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.register(commands)
     report.register(commands)
     archive.register(commands)
+    profiles.register(commands)
     return parser
 
 

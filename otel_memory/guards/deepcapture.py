@@ -1,6 +1,6 @@
 """Deep capture: where a task that keeps growing allocates, traced with ``tracemalloc``.
 
-    capture = DeepCapture(rss_growth_bytes=200 * MB, top_n=10, frames=1)
+    capture = DeepCapture(rss_growth_bytes=200 * MB, top_n=10, frames=16)
     capture.task_started(task, "Nations Dump Processing", start_rss)   # on the task's thread
     capture.sampled(rss)                                               # from the sampler thread
     report = capture.task_ended(task)   # an AllocationReport when the task was traced
@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import tracemalloc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from opentelemetry.util.types import AttributeValue
 
@@ -43,8 +44,14 @@ _log = logging.getLogger("otel_memory")
 # (Dropped after grouping: Snapshot.filter_traces costs as much as the grouping itself.)
 _OWN_FILES = frozenset({tracemalloc.__file__, __file__})
 
-_Sizes = dict[tracemalloc.Traceback, tuple[int, int]]
-"""Allocation site -> (bytes, blocks) alive at one moment."""
+Stack = tuple[tuple[str, int], ...]
+"""An allocation's call stack as ``tracemalloc`` records it: ``(file, line)``, most recent first."""
+
+_Sizes = dict[Stack, tuple[int, int]]
+"""Call stack -> (bytes, blocks) alive at one moment."""
+
+EVENT_FRAMES = 3
+"""Most frames a site of the span event names; the allocation profile keeps every frame."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,8 @@ class AllocationReport:
     sites: tuple[str, ...]
     bytes: tuple[int, ...]
     counts: tuple[int, ...]
+    stacks: tuple[tuple[Stack, int, int], ...] = field(default=(), repr=False, compare=False)
+    """Every stack that grew, with its bytes and blocks (unsorted): the allocation profile."""
 
     def attributes(self) -> dict[str, AttributeValue]:
         """The ``otel_memory.allocations`` event's attributes (SPEC: Events)."""
@@ -88,7 +97,7 @@ class DeepCapture:
         rss_growth_bytes: RSS growth above a task's start that starts tracing it.
         top_n: sites per report.
         frames: frames per allocation when tracing is started here (1: group by line; more:
-            group by call stack).
+            the event's sites name up to ``EVENT_FRAMES`` of them, the profile all).
     """
 
     def __init__(self, rss_growth_bytes: int, top_n: int = 10, frames: int = 1) -> None:
@@ -100,7 +109,6 @@ class DeepCapture:
         self._growth = rss_growth_bytes
         self._top_n = top_n
         self._frames = frames
-        self._key_type = "lineno" if frames == 1 else "traceback"
         self._lock = threading.Lock()
         self._tasks: dict[int, _Task] = {}
         self._armed: set[str] = set()
@@ -150,12 +158,19 @@ class DeepCapture:
             if task is None or not task.captured:
                 return None
         try:
-            return self._report(task)
+            traces = _traces()
         except Exception as exc:  # tracing stopped under us, or out of memory
             self._warn(exc)
             return None
         finally:
+            # Stopped (when this was the last traced task) before grouping: with tracing on,
+            # every tuple the grouping makes would be traced too, several times slower.
             self._release()
+        try:
+            return self._report(task, _group(traces))
+        except Exception as exc:  # out of memory
+            self._warn(exc)
+            return None
 
     # ------------------------------------------------------------------ state
 
@@ -218,7 +233,7 @@ class DeepCapture:
         ok = fresh is not None
         if fresh is False:
             try:
-                baseline = self._sizes()
+                baseline = _group(_traces())
             except Exception as exc:  # the host stopped tracing meanwhile
                 self._failure, ok = exc, False
         keep_hold = False
@@ -238,34 +253,55 @@ class DeepCapture:
         if fresh is not None and not keep_hold:
             self._release()
 
-    def _sizes(self) -> _Sizes:
-        """Bytes and blocks alive now per site: one snapshot, grouped once."""
-        return {
-            stat.traceback: (stat.size, stat.count)
-            for stat in tracemalloc.take_snapshot().statistics(self._key_type)
-            if stat.traceback[-1].filename not in _OWN_FILES
-        }
-
-    def _report(self, task: _Task) -> AllocationReport:
-        """The sites that grew between the task's baseline and now, largest first."""
+    def _report(self, task: _Task, sizes: _Sizes) -> AllocationReport:
+        """The stacks that grew between the task's baseline and now; the event's top sites."""
         baseline = task.baseline or {}
         grown = []
-        for site, (size, count) in self._sizes().items():
-            base_size, base_count = baseline.get(site, (0, 0))
+        for stack, (size, count) in sizes.items():
+            base_size, base_count = baseline.get(stack, (0, 0))
             if size > base_size:
-                grown.append((site, size - base_size, count - base_count))
-        grown.sort(key=lambda row: row[1], reverse=True)
-        top = grown[: self._top_n]
+                grown.append((stack, size - base_size, max(0, count - base_count)))
+        sites: dict[Stack, list[int]] = {}
+        for stack, size, count in grown:
+            site = sites.setdefault(stack[:EVENT_FRAMES], [0, 0])
+            site[0] += size
+            site[1] += count
+        top = sorted(sites.items(), key=lambda row: row[1][0], reverse=True)[: self._top_n]
         return AllocationReport(
-            sites=tuple(_site(traceback) for traceback, _, _ in top),
-            bytes=tuple(size for _, size, _ in top),
-            counts=tuple(max(0, count) for _, _, count in top),
+            sites=tuple(_site(stack) for stack, _ in top),
+            bytes=tuple(size for _, (size, _) in top),
+            counts=tuple(count for _, (_, count) in top),
+            stacks=tuple(grown),
         )
 
     def _warn(self, exc: BaseException) -> None:
         self._warn_once("capture", "otel_memory: deep capture failed: %r", exc)
 
 
-def _site(traceback: tracemalloc.Traceback) -> str:
+_Trace = tuple[int, int, Stack, int]
+"""A raw trace of a snapshot: domain, size, stack, total frames."""
+
+
+def _traces() -> list[_Trace]:
+    """Every traced block alive now, as the snapshot's raw traces."""
+    # The raw tuples: grouping them costs a third of Snapshot.statistics(), which builds a
+    # Traceback object per trace.
+    traces: list[_Trace] = cast(Any, tracemalloc.take_snapshot().traces)._traces
+    return traces
+
+
+def _group(traces: list[_Trace]) -> _Sizes:
+    """Bytes and blocks alive per call stack (our own bookkeeping left out)."""
+    sizes: _Sizes = {}
+    get = sizes.get
+    for _, size, stack, _ in traces:
+        total, blocks = get(stack, (0, 0))
+        sizes[stack] = (total + size, blocks + 1)
+    for stack in [stack for stack in sizes if not stack or stack[0][0] in _OWN_FILES]:
+        del sizes[stack]
+    return sizes
+
+
+def _site(stack: Stack) -> str:
     """``file:line``, most recent frame first; callers follow after `` < ``."""
-    return " < ".join(f"{frame.filename}:{frame.lineno}" for frame in reversed(traceback))
+    return " < ".join(f"{filename}:{lineno}" for filename, lineno in stack)

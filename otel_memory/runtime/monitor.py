@@ -25,13 +25,14 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from otel_memory.activity.events import EventPipeline, LineEvent, LoggerSink, Sink
+from otel_memory.activity.opentask import OpenTask
 from otel_memory.activity.sampler import PeakSampler
 from otel_memory.activity.tasks import Tasks
 from otel_memory.base.config import Config, ExportLogs
 from otel_memory.base.diagnostics import WarnOnce
 from otel_memory.base.logline import IDLE, Marker
 from otel_memory.base.memory import MB
-from otel_memory.guards.deepcapture import DeepCapture
+from otel_memory.guards.deepcapture import AllocationReport, DeepCapture
 from otel_memory.guards.lastrun import DeadRun, RunState
 from otel_memory.guards.notices import Notices
 from otel_memory.guards.profiler import start_profiler
@@ -43,6 +44,7 @@ from otel_memory.sinks.dailylog import DailyLogSink, DailyLogWriter
 from otel_memory.sinks.gauges import install_metrics
 from otel_memory.sinks.histograms import HistogramSink, TaskHistograms
 from otel_memory.sinks.logbridge import OTelLogSink
+from otel_memory.sinks.profiles import ProfileSink, profile_sink
 
 STARTED = "Monitor Started"
 """The name on the ``---`` line written when the monitor starts."""
@@ -65,6 +67,7 @@ class _Running:
     run_state: RunState | None = None
     previous_source: ReadingSource | None = None
     providers: tuple[object, ...] = ()
+    profiles: ProfileSink | None = None
 
 
 class Monitor:
@@ -177,9 +180,19 @@ class Monitor:
         deep = monitor.deep_capture
         if deep.enabled:
             self._tasks.deep_capture = DeepCapture(
-                round(deep.rss_growth_mb * MB), deep.top_n, deep.frames
+                round(deep.rss_growth_mb * MB), deep.top_n, deep.tracemalloc_frames()
             )
             self._tasks.on_allocations = notices.allocations
+            if deep.profiles:
+                sink = profile_sink(deep.profiles, monitor.log_dir, running.providers[0])
+                running.components.append(sink)
+                running.profiles = sink
+
+                def allocations(task: OpenTask, report: AllocationReport) -> None:
+                    notices.allocations(task, report)
+                    sink.submit_task(task.name, task.span, report.stacks)
+
+                self._tasks.on_allocations = allocations
 
         profiler = start_profiler(config, logger_provider=logger_provider)
         running.components.append(profiler)
