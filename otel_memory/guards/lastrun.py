@@ -308,6 +308,11 @@ class RunState:
                 self._warn_once(exc)
             return dead
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child, before :meth:`begin`: a lock another thread of the parent held at
+        the fork is never released in the child, so it gets a new one."""
+        self._lock = threading.Lock()
+
     def update(self, last_task: str, last_rss: int, timestamp: float) -> None:
         """Record the current task and RSS: one ``pwrite`` (plus a ``pread`` per OOM counter)."""
         with self._lock:

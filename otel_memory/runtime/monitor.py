@@ -14,6 +14,8 @@ Both are idempotent and thread-safe. Tasks work without it; it adds the outputs.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -68,6 +70,8 @@ class _Running:
     previous_source: ReadingSource | None = None
     providers: tuple[object, ...] = ()
     profiles: ProfileSink | None = None
+    notices: Notices | None = None
+    periodic: PeriodicLines | None = None
 
 
 class Monitor:
@@ -97,6 +101,8 @@ class Monitor:
         self._warn_once = warn_once
         self._lock = threading.RLock()
         self._running: _Running | None = None
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork_in_child)
 
     @property
     def running(self) -> bool:
@@ -161,6 +167,7 @@ class Monitor:
         monitor = config.monitor
         self._sampler.interval = monitor.sample_interval_ms / 1000
         notices = Notices(self._events, self._open_tasks, self.write_check_line, self._warn_once)
+        running.notices = notices
         sinks: list[Sink] = [LoggerSink()]
         dead_runs: list[DeadRun] = []
         if monitor.enabled and monitor.log_dir:
@@ -212,14 +219,56 @@ class Monitor:
             self.write_check_line(STARTED)
             for run in dead_runs:
                 notices.dead_run(run)
-            periodic = PeriodicLines(
-                monitor.interval_seconds,
-                self.write_check_line,
-                lambda: archive(config),
-                self._warn_once,
-            )
-            periodic.start()
-            running.components.append(periodic)
+            self._start_periodic(running)
+
+    def _start_periodic(self, running: _Running) -> None:
+        """The ``---`` thread (a new one in a forked worker: threads do not survive a fork)."""
+        config = running.config
+        periodic = PeriodicLines(
+            config.monitor.interval_seconds,
+            self.write_check_line,
+            lambda: archive(config),
+            self._warn_once,
+        )
+        if running.periodic is not None and running.periodic in running.components:
+            running.components.remove(running.periodic)
+        running.periodic = periodic
+        running.components.append(periodic)
+        periodic.start()
+
+    def _after_fork_in_child(self) -> None:
+        """A worker forked from a process whose monitor runs (gunicorn --preload, a master
+        started by opentelemetry-instrument, Celery prefork, multiprocessing fork): it gets its
+        own ``---`` thread and run state (the sampler and the event pipeline restart
+        themselves), and reports the workers that died before it, as a new process would."""
+        self._lock = threading.RLock()
+        running = self._running
+        if running is None:
+            return
+        try:
+            state = running.run_state
+            if state is not None:
+                state.after_fork_in_child()
+                dead_runs = state.begin()
+                if running.notices is not None:
+                    for run in dead_runs:
+                        running.notices.dead_run(run)
+            if running.periodic is not None:
+                self._start_periodic(running)
+            util = sys.modules.get("multiprocessing.util")
+            if util is not None:  # run after multiprocessing clears its finalizers in the child
+                util.register_after_fork(self, Monitor._enter_multiprocessing_child)
+        except Exception as exc:  # never into the host's fork
+            self._warn_once("fork", "otel_memory: monitor not restarted in a worker: %r", exc)
+
+    def _enter_multiprocessing_child(self) -> None:
+        """A ``multiprocessing`` child ends with ``os._exit()`` (no ``atexit``): its run state is
+        ended by multiprocessing's exit finalizers, after the events were written, so a worker
+        that returned is not reported as dead."""
+        util = sys.modules.get("multiprocessing.util")
+        running = self._running
+        if util is not None and running is not None and running.run_state is not None:
+            util.Finalize(self, running.run_state.end, exitpriority=-1)
 
     def _open_run_state(self, log_dir: str) -> RunState | None:
         try:

@@ -1,0 +1,147 @@
+"""Pre-fork workers (SPEC v0.3, Servers and workers): a worker forked from a process whose
+monitor runs gets its own ``---`` thread and run state, reports the workers that died before it
+exactly once, and a worker that returns is never reported. Real forked processes throughout."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import otel_memory
+from otel_memory import api, clear_active_task, set_active_task
+from otel_memory.base.config import config_from_dict
+from otel_memory.base.logline import Marker, parse_line
+from otel_memory.guards.lastrun import STATE_DIR
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+_FORK = multiprocessing.get_context("fork")
+
+
+def _config(log_dir: Path, interval: int = 1):
+    keys = {"log_dir": str(log_dir), "interval_seconds": interval, "export_logs": "none"}
+    return config_from_dict({"general": {"monitoring": {"memory_monitor": keys}}})
+
+
+def _state_files(log_dir: Path) -> list[str]:
+    return sorted(p.name for p in (log_dir / STATE_DIR).glob("run-*.json"))
+
+
+def _lines(log_dir: Path) -> list[str]:
+    api.flush()
+    return [line for f in sorted(log_dir.glob("memory_*.log")) for line in f.read_text().splitlines()]
+
+
+def _report_worker_state(log_dir: Path, results) -> None:
+    """In the worker: what it runs (threads, its own state file), then return normally."""
+    time.sleep(1.6)  # at least one --- period of its own
+    names = sorted(t.name for t in threading.enumerate())
+    mine = [n for n in _state_files(log_dir) if n.endswith(f"-{os.getpid()}.json")]
+    results.put((names, mine))
+
+
+def test_a_forked_worker_has_its_own_periodic_thread_and_run_state(tmp_path):
+    log_dir = tmp_path / "logs"
+    otel_memory.start(_config(log_dir))
+    results = _FORK.Queue()
+    worker = _FORK.Process(target=_report_worker_state, args=(log_dir, results))
+    worker.start()
+    names, mine = results.get(timeout=30)
+    worker.join(30)
+    assert worker.exitcode == 0
+    assert "otel-memory-periodic" in names
+    assert len(mine) == 1  # the worker's own state file, beside the master's
+    # The worker returned (os._exit after multiprocessing's finalizers): its state is gone,
+    # so nobody will report it; the master's is still there.
+    assert _state_files(log_dir) == [n for n in _state_files(log_dir) if str(os.getpid()) in n]
+    assert len(_state_files(log_dir)) == 1
+
+
+def _die_in_task(log_dir: Path) -> None:
+    set_active_task("Nations Dump Processing")
+    hold = bytearray(64 * 1024 * 1024)  # RSS the run state records (sampler, every 0.1 s)
+    for i in range(0, len(hold), 4096):
+        hold[i] = 1
+    time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _start_and_return(log_dir: Path) -> None:
+    time.sleep(0.3)
+
+
+def _dead_run_lines(log_dir: Path) -> list[str]:
+    return [
+        line
+        for line in _lines(log_dir)
+        if (parsed := parse_line(line)) is not None
+        and parsed.marker is Marker.CHECK
+        and parsed.name.startswith("Previous Run Died")
+    ]
+
+
+def test_a_killed_worker_is_reported_once_by_the_next_worker(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="otel_memory")
+    log_dir = tmp_path / "logs"
+    otel_memory.start(_config(log_dir, interval=60))
+    victim = _FORK.Process(target=_die_in_task, args=(log_dir,))
+    victim.start()
+    victim.join(30)
+    assert victim.exitcode == -signal.SIGKILL
+    assert len(_state_files(log_dir)) == 2  # the master's and the dead worker's
+
+    for _ in range(2):  # the replacement reports it; the one after finds nothing left
+        replacement = _FORK.Process(target=_start_and_return, args=(log_dir,))
+        replacement.start()
+        replacement.join(30)
+        assert replacement.exitcode == 0
+
+    died = _dead_run_lines(log_dir)
+    assert len(died) == 1, died
+    assert "Previous Run Died (unknown) during Nations Dump Processing" in died[0]
+    parsed = parse_line(died[0])
+    assert parsed is not None and parsed.rss_mb > 0
+    assert len(_state_files(log_dir)) == 1  # the master's alone
+    # The master itself never reports its own workers: its start() came before they died.
+    assert not [r for r in caplog.records if "previous run" in r.getMessage()]
+
+
+def test_a_worker_that_returns_is_never_reported(tmp_path):
+    log_dir = tmp_path / "logs"
+    otel_memory.start(_config(log_dir, interval=60))
+    for _ in range(3):
+        worker = _FORK.Process(target=_start_and_return, args=(log_dir,))
+        worker.start()
+        worker.join(30)
+        assert worker.exitcode == 0
+    otel_memory.stop()
+    otel_memory.start(_config(log_dir, interval=60))
+    otel_memory.stop()
+    assert _dead_run_lines(log_dir) == []
+    assert _state_files(log_dir) == []
+
+
+def test_tasks_of_a_worker_reach_the_shared_daily_log(tmp_path):
+    log_dir = tmp_path / "logs"
+    otel_memory.start(_config(log_dir, interval=60))
+
+    def work() -> None:
+        set_active_task(f"job {os.getpid()}")
+        clear_active_task(f"done {os.getpid()}")
+
+    workers = [_FORK.Process(target=work) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+        assert worker.exitcode == 0
+    lines = _lines(log_dir)
+    for worker in workers:
+        assert any(f"TASK START [job {worker.pid}]" in line for line in lines)
+        assert any(f"TASK END [done {worker.pid}]" in line for line in lines)
