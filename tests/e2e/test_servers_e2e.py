@@ -162,3 +162,46 @@ def test_fastapi_on_uvicorn(tmp_path):
         assert load(port, ["/report?mb=150"]) == [200]
         time.sleep(1.5)
         check_request_spans(receiver, REQUESTS + 1, "GET /report")
+
+
+def test_celery_prefork_worker(tmp_path):
+    env = _env_for_celery(tmp_path)
+    command = [
+        str(BIN / "opentelemetry-instrument"), str(BIN / "celery"),
+        "--workdir", "examples", "-A", "celery_worker", "worker", "-c", "2", "-l", "info",
+    ]  # fmt: skip
+    with OTLPReceiver() as receiver:
+        env.update(_env(receiver, tmp_path / "logs"))
+        worker = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            producer_env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+            producer_env["OTEL_MEMORY_EXAMPLE_BROKER_DIR"] = env["OTEL_MEMORY_EXAMPLE_BROKER_DIR"]
+            sent = subprocess.run(
+                [sys.executable, "examples/celery_worker.py", "--jobs", "20", "--timeout", "60"],
+                cwd=ROOT, env=producer_env, capture_output=True, text=True, timeout=120,
+                check=False,
+            )  # fmt: skip
+            assert sent.returncode == 0, sent.stderr
+            assert "21 jobs done; dump held 150 MB" in sent.stdout
+            time.sleep(1.5)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                output, _ = worker.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                output, _ = worker.communicate()
+            print(output[-3000:])
+        spans = [s for s in receiver.spans() if s.name.startswith("run/")]
+        print(f"{len(spans)} job spans received")
+        assert len(spans) == 21
+        assert all(set(s.attributes) >= MEMORY_KEYS for s in spans)
+        (dump,) = [s for s in spans if s.name == "run/nations.dump"]
+        assert dump.attributes["memory.rss.peak"] - dump.attributes["memory.rss.start"] >= 100 << 20
+
+
+def _env_for_celery(tmp_path: Path) -> dict[str, str]:
+    broker = tmp_path / "broker"
+    return {"OTEL_MEMORY_EXAMPLE_BROKER_DIR": str(broker)}
