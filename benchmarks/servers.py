@@ -85,6 +85,22 @@ async def _load(port: int, requests: int, in_flight: int) -> tuple[int, int]:
     return ok, failed
 
 
+def _server_cpu(master: int) -> float:
+    """CPU seconds (user + system) of gunicorn's master and workers so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    pids = [master]
+    for children in Path(f"/proc/{master}/task").glob("*/children"):
+        pids += [int(pid) for pid in children.read_text().split()]
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def _environment(contender: str, receiver: OTLPReceiver, log_dir: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
     env.update(
@@ -101,8 +117,10 @@ def _environment(contender: str, receiver: OTLPReceiver, log_dir: str) -> dict[s
     return env
 
 
-def measure(contender: str, args: argparse.Namespace, receiver: OTLPReceiver) -> float:
-    """Requests per second of one fresh server of ``contender``."""
+def measure(
+    contender: str, args: argparse.Namespace, receiver: OTLPReceiver
+) -> tuple[float, float]:
+    """Requests per second of one fresh server of ``contender``, and its CPU µs per request."""
     port = _free_port()
     with tempfile.TemporaryDirectory() as directory:
         Path(directory, "app.py").write_text(APP)
@@ -124,15 +142,17 @@ def measure(contender: str, args: argparse.Namespace, receiver: OTLPReceiver) ->
                         raise SystemExit(f"{contender}: gunicorn did not start") from None
                     time.sleep(0.1)
             asyncio.run(_load(port, args.warmup, args.in_flight))
+            cpu = _server_cpu(server.pid)
             started = time.perf_counter()
             ok, failed = asyncio.run(_load(port, args.requests, args.in_flight))
             elapsed = time.perf_counter() - started
+            cpu = _server_cpu(server.pid) - cpu
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(30)
     if failed:
         raise SystemExit(f"{contender}: {failed} requests failed")
-    return ok / elapsed
+    return ok / elapsed, cpu / max(ok, 1) * 1e6
 
 
 def main() -> None:
@@ -151,18 +171,33 @@ def main() -> None:
         f"{args.in_flight} in flight\n"
     )
     rates: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+    cpus: dict[str, list[float]] = {name: [] for name in CONTENDERS}
     with OTLPReceiver() as receiver:
         for _ in range(args.rounds):
             for name in CONTENDERS:
-                rates[name].append(measure(name, args, receiver))
+                rate, cpu = measure(name, args, receiver)
+                rates[name].append(rate)
+                cpus[name].append(cpu)
                 receiver.clear()
-    print(f"{'round':<8}{'without req/s':>15}{'with req/s':>13}{'ratio':>8}")
-    for index, (without, with_) in enumerate(zip(rates["without"], rates["with"], strict=True)):
-        print(f"{index + 1:<8}{without:>15.0f}{with_:>13.0f}{with_ / without:>8.3f}")
+    print(
+        f"{'round':<8}{'without req/s':>15}{'with req/s':>12}{'ratio':>8}"
+        f"{'without CPU µs/req':>20}{'with CPU µs/req':>17}"
+    )
+    rows = zip(rates["without"], rates["with"], cpus["without"], cpus["with"], strict=True)
+    for index, (without, with_, cpu_without, cpu_with) in enumerate(rows):
+        print(
+            f"{index + 1:<8}{without:>15.0f}{with_:>12.0f}{with_ / without:>8.3f}"
+            f"{cpu_without:>20.0f}{cpu_with:>17.0f}"
+        )
     without, with_ = median(rates["without"]), median(rates["with"])
-    print(f"{'median':<8}{without:>15.0f}{with_:>13.0f}{with_ / without:>8.3f}")
+    cpu_without, cpu_with = median(cpus["without"]), median(cpus["with"])
+    print(
+        f"{'median':<8}{without:>15.0f}{with_:>12.0f}{with_ / without:>8.3f}"
+        f"{cpu_without:>20.0f}{cpu_with:>17.0f}"
+    )
     ratios = [w / o for o, w in zip(rates["without"], rates["with"], strict=True)]
     print(f"\nmedian of the per-round ratios: {median(ratios):.3f} (goal, issue 17: >= 0.95)")
+    print(f"server CPU per request, with / without: {cpu_with / cpu_without:.3f}")
 
 
 if __name__ == "__main__":
