@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from otel_memory import api as monitor
 from otel_memory import traced_task
-from otel_memory.activity.opentask import REQUEST, OpenTask
+from otel_memory.activity.opentask import REQUEST, OpenTask, request_stack
 from otel_memory.base import attributes as attr
 from otel_memory.base.config import ConfigError, config_from_dict, load_config
 from otel_memory.kernel.readings import MB
@@ -284,3 +284,16 @@ def test_requests_overlap_each_other_not_their_own_tasks(started, span_exporter)
     for route in ("GET /a", "GET /b"):  # the other request and its task
         assert spans[route].attributes[attr.TASK_OVERLAP] == 2
         assert spans[f"{route} work"].attributes[attr.TASK_OVERLAP] == 2
+
+
+def test_a_request_ended_in_another_context_leaves_no_trace_in_the_next(started, span_exporter):
+    tracer = trace.get_tracer("x")
+    for _ in range(5):  # each ended from another thread, as a streamed response may be
+        span = tracer.start_span("GET /stream", kind=SpanKind.SERVER)
+        ender = threading.Thread(target=span.end)
+        ender.start()
+        ender.join()
+    with tracer.start_as_current_span("GET /next", kind=SpanKind.SERVER):
+        assert [t.name for t in request_stack.get()] == ["GET /next"]
+    assert len(span_exporter.get_finished_spans()) == 6
+    assert not get_runtime().open_tasks

@@ -90,6 +90,10 @@ class RequestSpans(SpanProcessor):
             reading = self._reader.read()
             stack = task_stack.get()
             requests = request_stack.get()
+            if requests and any(t.ended for t in requests):
+                # Ended in another context (a thread pool's thread serves the next request):
+                # forget them here, or a reused thread's stack would grow forever.
+                requests = tuple(t for t in requests if not t.ended)
             task = OpenTask(
                 span.name, span, reading, current_owner(), REQUEST,
                 reading.rss if reading is not None else 0, self._sampler.ticks,
