@@ -12,7 +12,8 @@ signal over OTLP/gRPC into a local receiver (``tests/otlp_receiver.py``):
 - ``without``: ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=memory``: ``opentelemetry-instrument``
   never imports this package, as if it were not installed;
 - ``with``: the ``memory`` instrumentor loaded (daily log, periodic lines, gauges) and
-  ``request_spans`` on: memory on every request span and the request histogram.
+  ``request_spans`` on: memory on every request span and the request histogram;
+- ``with, request_spans off``: the monitor alone, to tell its cost from the request spans'.
 
 A bounded load generator (asyncio, 127.0.0.1 only) keeps ``--in-flight`` requests (default 16)
 open; each round starts a fresh server, warms it up, then times ``--requests`` requests.
@@ -50,7 +51,7 @@ def work():
     rows = [{"id": n, "name": f"row-{n}"} for n in range(1000)]
     return {"rows": len(rows)}
 '''
-CONTENDERS = ("without", "with")
+CONTENDERS = ("without", "with, request_spans off", "with")
 
 
 def _free_port() -> int:
@@ -114,6 +115,8 @@ def _environment(contender: str, receiver: OTLPReceiver, log_dir: str) -> dict[s
     )
     if contender == "without":
         env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "memory"
+    elif contender != "with":  # the monitor alone: what request spans add is the difference
+        env["OTEL_PYTHON_MEMORY_MONITOR_REQUEST_SPANS"] = "false"
     return env
 
 
@@ -179,26 +182,22 @@ def main() -> None:
                 rates[name].append(rate)
                 cpus[name].append(cpu)
                 receiver.clear()
+    print("requests/s per round (server CPU µs per request)")
+    for index in range(args.rounds):
+        cells = [f"{n}: {rates[n][index]:.0f} ({cpus[n][index]:.0f})" for n in CONTENDERS]
+        print(f"  round {index + 1}: " + "   ".join(cells))
     print(
-        f"{'round':<8}{'without req/s':>15}{'with req/s':>12}{'ratio':>8}"
-        f"{'without CPU µs/req':>20}{'with CPU µs/req':>17}"
+        f"\n{'contender':<28}{'req/s':>8}{'ratio':>8}{'CPU µs/req':>12}{'CPU ratio':>11}"
     )
-    rows = zip(rates["without"], rates["with"], cpus["without"], cpus["with"], strict=True)
-    for index, (without, with_, cpu_without, cpu_with) in enumerate(rows):
+    base = rates["without"]
+    for name in CONTENDERS:
+        ratio = median([w / o for o, w in zip(base, rates[name], strict=True)])
+        cpu_ratio = median([w / o for o, w in zip(cpus["without"], cpus[name], strict=True)])
         print(
-            f"{index + 1:<8}{without:>15.0f}{with_:>12.0f}{with_ / without:>8.3f}"
-            f"{cpu_without:>20.0f}{cpu_with:>17.0f}"
+            f"{name:<28}{median(rates[name]):>8.0f}{ratio:>8.3f}"
+            f"{median(cpus[name]):>12.0f}{cpu_ratio:>11.3f}"
         )
-    without, with_ = median(rates["without"]), median(rates["with"])
-    cpu_without, cpu_with = median(cpus["without"]), median(cpus["with"])
-    print(
-        f"{'median':<8}{without:>15.0f}{with_:>12.0f}{with_ / without:>8.3f}"
-        f"{cpu_without:>20.0f}{cpu_with:>17.0f}"
-    )
-    ratios = [w / o for o, w in zip(rates["without"], rates["with"], strict=True)]
-    print(f"\nmedian of the per-round ratios: {median(ratios):.3f} (goal, issue 17: >= 0.95)")
-    print(f"server CPU per request, with / without: {cpu_with / cpu_without:.3f}")
-
+    print("\nratio: median of the per-round ratios to 'without' (goal, issue 17: 'with' >= 0.95)")
 
 if __name__ == "__main__":
     main()
