@@ -49,6 +49,7 @@ def test_span_attributes_match_the_readings_exactly(span_exporter, fake_source):
         attr.RSS_PEAK: end.rss,
         attr.TASK_END_LABEL: "Nations Dump Complete",
         attr.LIMIT: start.system_total,
+        attr.TASK_OVERLAP: 0,
     }
     assert span.status.status_code is StatusCode.UNSET
 

@@ -4,18 +4,37 @@
     registry.add(task)              # True when none was open before (wake the sampler)
     registry.most_recent()          # what a ``---`` line names
     registry.record_rss(rss)        # the sampler raises open tasks' peaks
+    registry.remove(task)           # ended: the others' overlap counts go down
+
+``memory.task.overlap`` is kept here: each open task counts the other open tasks that are
+neither its ancestors nor its descendants, and keeps the most it saw (``overlap``).
 
 Tasks, the events they queue and the sampler share these types; nothing here imports them.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from otel_memory.base.memory import MemoryReading
+
+
+class _Request:
+    """The opener of request and job spans (SERVER/CONSUMER spans another library made)."""
+
+    def __repr__(self) -> str:
+        return "request span"
+
+
+REQUEST = _Request()
 
 
 @dataclass(eq=False, slots=True)
@@ -25,7 +44,9 @@ class OpenTask:
     ``owner`` is the asyncio task or thread that opened it (None: a generator's task, which
     lives as long as the generator); ``tick`` the number of sampler ticks begun when it opened;
     ``context`` is the OpenTelemetry context it made current, ``parent_context`` the one that
-    was current before.
+    was current before. ``ancestors`` are the tasks and requests open in its context when it
+    opened (not counted in its overlap), ``overlap`` the most other tasks open at once while it
+    ran, ``concurrent`` how many are open now.
     """
 
     name: str
@@ -35,32 +56,62 @@ class OpenTask:
     opener: object
     peak_rss: int = 0
     tick: int = 0
+    ancestors: tuple[OpenTask, ...] = ()
+    overlap: int = 0
+    concurrent: int = 0
     parent_context: Context | None = None
     context: Context | None = None
     token: object = None
     ended: bool = field(default=False)
 
 
-class OpenTasks:
-    """Every open task in the process, in start order; feeds peaks and ``---`` lines.
+request_stack: ContextVar[tuple[OpenTask, ...]] = ContextVar(
+    "otel_memory_request_stack", default=()
+)
+"""The request spans open in this context, outermost first: the ancestors of tasks opened here."""
 
-    Each operation is one dict operation in C, atomic under the GIL: the task path takes no
-    lock (the hot path of every task).
+
+class OpenTasks:
+    """Every open task in the process, in start order; feeds peaks, ``---`` lines and overlaps.
+
+    Reads take no lock (one dict operation in C, atomic under the GIL). ``add`` and ``remove``
+    take one uncontended lock: the overlap counts of the other open tasks change with them, and
+    with one task open (the usual case) there is nothing to count.
     """
 
     def __init__(self) -> None:
         self._tasks: dict[int, OpenTask] = {}
+        self._lock = threading.Lock()
+        # A fork while another thread held the lock would leave the child's copy held forever.
+        os.register_at_fork(after_in_child=_renew_lock(self))
 
     def add(self, task: OpenTask) -> bool:
         """Register a task that just started; returns whether none was open before."""
         tasks = self._tasks
-        was_idle = not tasks
-        tasks[id(task)] = task
+        with self._lock:
+            was_idle = not tasks
+            if not was_idle:
+                ancestors = task.ancestors
+                others = 0
+                for other in tasks.values():
+                    if other not in ancestors:  # identity: OpenTask has no __eq__
+                        others += 1
+                        other.concurrent += 1
+                        other.overlap = max(other.overlap, other.concurrent)
+                task.concurrent = task.overlap = others
+            tasks[id(task)] = task
         return was_idle
 
     def remove(self, task: OpenTask) -> None:
-        """Forget a task that ended."""
-        self._tasks.pop(id(task), None)
+        """Forget a task that ended (once: a second call does nothing)."""
+        tasks = self._tasks
+        with self._lock:
+            if tasks.pop(id(task), None) is None or not tasks:
+                return
+            ancestors = task.ancestors
+            for other in tasks.values():
+                if other not in ancestors and task not in other.ancestors:
+                    other.concurrent -= 1
 
     def most_recent(self) -> OpenTask | None:
         """The most recently started task still open, if any."""
@@ -94,3 +145,15 @@ class OpenTasks:
 
     def __bool__(self) -> bool:
         return bool(self._tasks)
+
+
+def _renew_lock(registry: OpenTasks) -> Callable[[], None]:
+    """A fork hook that gives ``registry`` a new lock (held weakly: registries may go)."""
+    ref = weakref.ref(registry)
+
+    def renew() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._lock = threading.Lock()
+
+    return renew

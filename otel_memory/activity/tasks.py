@@ -34,7 +34,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.util.types import AttributeValue
 
 from otel_memory.activity.events import EventPipeline, LineEvent
-from otel_memory.activity.opentask import OpenTask, OpenTasks
+from otel_memory.activity.opentask import REQUEST, OpenTask, OpenTasks, request_stack
 from otel_memory.activity.sampler import PeakSampler
 from otel_memory.base import attributes as attr
 from otel_memory.base.diagnostics import WarnOnce, logger
@@ -92,9 +92,11 @@ def begin(
     """
     reading = rt.reader.read()
     span = rt.tracer.start_span(name, parent, _INTERNAL)
+    ancestors = task_stack.get()  # not counted in memory.task.overlap, nor requests around it
+    requests = request_stack.get()
     task = OpenTask(
         name, span, reading, owner, opener, reading.rss if reading is not None else 0,
-        rt.sampler.ticks,
+        rt.sampler.ticks, requests + ancestors if requests else ancestors,
     )
     events = rt.events
     if reading is not None and events.active:  # first: put() may wait, and stop() ends what is open
@@ -107,7 +109,7 @@ def begin(
     return task
 
 
-def _peak(task: OpenTask, end: MemoryReading) -> int:
+def peak_of(task: OpenTask, end: MemoryReading) -> int:
     """Highest RSS while the task ran: samples (and the high-water marks the sampler gave it),
     start and end; a source whose readings carry the high-water mark gives it exactly."""
     start = task.start
@@ -141,7 +143,7 @@ def finish(
         start = task.start
         attributes: dict[str, AttributeValue]
         if reading is not None and start is not None:  # the usual case: one dict literal
-            task.peak_rss = peak = _peak(task, reading)
+            task.peak_rss = peak = peak_of(task, reading)
             attributes = {
                 attr.RSS_START: start.rss,
                 attr.VMS_START: start.vms,
@@ -155,6 +157,7 @@ def finish(
                 attr.SYSTEM_FREE_RATIO_END: reading.free_ratio,
                 attr.RSS_DELTA: reading.rss - start.rss,
                 attr.VMS_DELTA: reading.vms - start.vms,
+                attr.TASK_OVERLAP: task.overlap,
             }
         else:
             attributes = _one_side_attributes(task, reading)
@@ -183,7 +186,7 @@ def finish(
 
 def _one_side_attributes(task: OpenTask, end: MemoryReading | None) -> dict[str, AttributeValue]:
     """The attributes of a task whose start or end reading failed: what is known."""
-    attributes: dict[str, AttributeValue] = {}
+    attributes: dict[str, AttributeValue] = {attr.TASK_OVERLAP: task.overlap}
     start = task.start
     if start is not None:
         attributes[attr.RSS_START] = start.rss
@@ -192,7 +195,7 @@ def _one_side_attributes(task: OpenTask, end: MemoryReading | None) -> dict[str,
         attributes[attr.SYSTEM_FREE_RATIO_START] = start.free_ratio
         attributes[attr.LIMIT] = start.system_total
     if end is not None:
-        task.peak_rss = _peak(task, end)
+        task.peak_rss = peak_of(task, end)
         attributes[attr.RSS_END] = end.rss
         attributes[attr.RSS_PEAK] = task.peak_rss
         attributes[attr.VMS_END] = end.vms
@@ -334,6 +337,10 @@ class Tasks:
     def end_orphans(self) -> None:
         """End every open task whose owner (thread or asyncio task) has finished."""
         for task in self.open_tasks.snapshot():
+            if task.opener is REQUEST:  # another library's span: not ours to end, only forget
+                if task.owner is not None and _owner_finished(task.owner):
+                    self.open_tasks.remove(task)
+                continue
             if task.owner is not None and _owner_finished(task.owner):
                 finish(self, task, reason=attr.END_OWNER_FINISHED)
                 _forget_context(task)
@@ -341,6 +348,9 @@ class Tasks:
     def end_all_open(self, reason: str | None = attr.END_MONITOR_STOPPED) -> None:
         """End every open task in the process (``stop()``, or a test's reset with no reason)."""
         for task in reversed(self.open_tasks.snapshot()):
+            if task.opener is REQUEST:  # its library ends it; it gets its attributes then
+                self.open_tasks.remove(task)
+                continue
             finish(self, task, reason=reason)
             if task.token is not None and otel_context.get_current() is task.context:
                 _deactivate(task)

@@ -14,6 +14,8 @@ SYSTEM_FREE_RATIO_END = "memory.system.free_ratio.end"
 TASK_END_LABEL = "memory.task.end_label"
 TASK_END_REASON = "memory.task.end_reason"
 """Only when the package ended the task: ``replaced``, ``owner_finished``, ``monitor_stopped``."""
+TASK_OVERLAP = "memory.task.overlap"
+"""The most other tasks or requests (neither ancestors nor descendants) open at once meanwhile."""
 LIMIT = "memory.limit"
 """The effective memory limit at the task's start, bytes (SPEC: Memory limit)."""
 

@@ -187,6 +187,9 @@ class MemoryMonitorConfig:
         task_histograms: record ``otel_memory.task.rss.growth``/``.retained`` for every task
             run (default); ``false`` saves the SDK's two histogram records per task (about a
             bare span's CPU, off the caller's thread) in services that run many tiny tasks.
+        request_spans: put ``memory.rss.*`` and ``memory.task.overlap`` on every SERVER and
+            CONSUMER span (other libraries' request and job spans) and record
+            ``otel_memory.request.rss.growth`` (default).
         deep_capture: ``tracemalloc`` allocation sites of tasks that keep growing.
         thresholds: warning and critical levels.
     """
@@ -203,6 +206,7 @@ class MemoryMonitorConfig:
     )
     export_logs: ExportLogs = ExportLogs.EVENTS
     task_histograms: bool = True
+    request_spans: bool = True
     deep_capture: DeepCaptureConfig = field(default_factory=DeepCaptureConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
 

@@ -48,6 +48,8 @@ OTEL_PYTHON_MEMORY_MONITOR_EXPORT_LOGS = "OTEL_PYTHON_MEMORY_MONITOR_EXPORT_LOGS
 
 OTEL_PYTHON_MEMORY_MONITOR_TASK_HISTOGRAMS = "OTEL_PYTHON_MEMORY_MONITOR_TASK_HISTOGRAMS"
 """``memory_monitor.task_histograms``: record the per-task RSS growth/retained histograms."""
+OTEL_PYTHON_MEMORY_MONITOR_REQUEST_SPANS = "OTEL_PYTHON_MEMORY_MONITOR_REQUEST_SPANS"
+"""``memory_monitor.request_spans``: memory attributes on every SERVER and CONSUMER span."""
 
 OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_ENABLED = "OTEL_PYTHON_MEMORY_MONITOR_DEEP_CAPTURE_ENABLED"
 """``memory_monitor.deep_capture.enabled``: trace where growing tasks allocate (tracemalloc)."""

@@ -28,6 +28,7 @@ from opentelemetry.trace import TracerProvider
 
 from otel_memory.activity.events import EventPipeline, LineEvent, LoggerSink, Sink
 from otel_memory.activity.opentask import OpenTask
+from otel_memory.activity.requests import RequestSpans
 from otel_memory.activity.sampler import PeakSampler
 from otel_memory.activity.tasks import Tasks
 from otel_memory.base.config import Config, ExportLogs
@@ -44,7 +45,7 @@ from otel_memory.kernel.readings import MemoryReader, ReadingSource
 from otel_memory.runtime.periodic import PeriodicLines, archive
 from otel_memory.sinks.dailylog import DailyLogSink, DailyLogWriter
 from otel_memory.sinks.gauges import install_metrics
-from otel_memory.sinks.histograms import HistogramSink, TaskHistograms
+from otel_memory.sinks.histograms import HistogramSink, RequestHistogram, TaskHistograms
 from otel_memory.sinks.logbridge import OTelLogSink
 from otel_memory.sinks.profiles import ProfileSink, profile_sink
 
@@ -83,6 +84,7 @@ class Monitor:
         events: the event pipeline the sinks are set on.
         sampler: the peak sampler (its interval and run-state hook).
         warn_once: the runtime's once-only reporter.
+        requests: the processor that measures request spans (``request_spans``), if any.
     """
 
     def __init__(
@@ -92,7 +94,10 @@ class Monitor:
         events: EventPipeline,
         sampler: PeakSampler,
         warn_once: WarnOnce,
+        *,
+        requests: RequestSpans | None = None,
     ) -> None:
+        self._requests = requests
         self._reader = reader
         self._tasks = tasks
         self._open_tasks = tasks.open_tasks
@@ -182,6 +187,10 @@ class Monitor:
             sinks.append(OTelLogSink(monitor.export_logs, logger_provider))
         if monitor.task_histograms:
             sinks.append(HistogramSink(TaskHistograms(meter_provider)))
+        requests = self._requests
+        if monitor.request_spans and requests is not None:
+            requests.on_growth = RequestHistogram(meter_provider).record
+            requests.install(running.providers[0] or trace.get_tracer_provider())
         self._events.set_sinks(sinks)
         self._reader.on_reading = notices.threshold_listener(ThresholdGuard(monitor.thresholds))
         deep = monitor.deep_capture
@@ -290,6 +299,9 @@ class Monitor:
             self._teardown(running)
 
     def _teardown(self, running: _Running) -> None:
+        if self._requests is not None:
+            self._requests.enabled = False  # it stays on the provider (the SDK cannot remove it)
+            self._requests.on_growth = None
         self._reader.on_reading = None
         self._sampler.on_sample = None
         deep, self._tasks.deep_capture = self._tasks.deep_capture, None

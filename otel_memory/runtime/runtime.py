@@ -21,6 +21,7 @@ from opentelemetry.trace import TracerProvider
 
 from otel_memory.activity.events import DEFAULT_CAPACITY, DEFAULT_PERIOD, EventPipeline
 from otel_memory.activity.opentask import OpenTasks
+from otel_memory.activity.requests import RequestSpans
 from otel_memory.activity.sampler import DEFAULT_INTERVAL_SECONDS, PeakSampler
 from otel_memory.activity.tasks import Tasks
 from otel_memory.base.diagnostics import WarnOnce
@@ -49,7 +50,15 @@ class Runtime:
         self.tasks = Tasks(self.reader, self.open_tasks, self.sampler, self.events, self.warn_once)
         if tracer_provider is not None:
             self.tasks.set_tracer_provider(tracer_provider)
-        self.monitor = Monitor(self.reader, self.tasks, self.events, self.sampler, self.warn_once)
+        self.requests = RequestSpans(self.reader, self.open_tasks, self.sampler, self.warn_once)
+        self.monitor = Monitor(
+            self.reader,
+            self.tasks,
+            self.events,
+            self.sampler,
+            self.warn_once,
+            requests=self.requests,
+        )
         self.high_water: int | None = None
         """The process's lifetime peak RSS at the sampler's latest tick, where known."""
 

@@ -1,5 +1,6 @@
 """The histograms fed from the events thread: ``otel_memory.task.rss.growth`` and
-``otel_memory.task.rss.retained``, one record per task run in the task span's context.
+``otel_memory.task.rss.retained``, one record per task run in the task span's context; and
+``otel_memory.request.rss.growth``, recorded as each request span ends (its own thread).
 
     histograms = TaskHistograms(provider)               # one per meter provider
     histograms.record("Nations Dump", growth=300 * MB, retained=12 * MB, context=span_context)
@@ -21,6 +22,7 @@ from opentelemetry.metrics import MeterProvider
 
 from otel_memory.activity.census import OTHER
 from otel_memory.activity.events import Event, LineEvent
+from otel_memory.activity.opentask import OpenTask
 from otel_memory.base.diagnostics import WarnOnce
 from otel_memory.base.logline import Marker
 from otel_memory.base.memory import MB
@@ -33,6 +35,9 @@ OTEL_MEMORY_TASK_RSS_GROWTH = "otel_memory.task.rss.growth"
 OTEL_MEMORY_TASK_RSS_RETAINED = "otel_memory.task.rss.retained"
 """Histogram, By: RSS a task run still held at its end."""
 ATTR_TASK_NAME = "otel_memory.task.name"
+OTEL_MEMORY_REQUEST_RSS_GROWTH = "otel_memory.request.rss.growth"
+"""Histogram, By: RSS a request or job span grew above its start at its peak."""
+ATTR_SPAN_NAME = "otel_memory.span.name"
 
 MAX_TASK_NAMES = 200
 """Distinct ``otel_memory.task.name`` values per histogram; later ones are recorded as ``other``."""
@@ -104,6 +109,52 @@ class TaskHistograms:
             self.retained.record(max(0, int(retained)), attributes, context=context)
         except Exception as exc:  # instrumentation never raises into the host
             self._warn_once("record", "otel_memory: task histograms skipped: %r", exc)
+
+
+class RequestHistogram:
+    """``otel_memory.request.rss.growth``: one record per request or job span, by span name.
+
+    Args:
+        meter_provider: where the histogram lives; the global provider by default.
+        max_names: distinct span names recorded under their own name; later ones are ``other``.
+    """
+
+    def __init__(
+        self, meter_provider: MeterProvider | None = None, *, max_names: int = MAX_TASK_NAMES
+    ) -> None:
+        meter = metrics.get_meter(METER_NAME, __version__, meter_provider)
+        self.growth = meter.create_histogram(
+            OTEL_MEMORY_REQUEST_RSS_GROWTH,
+            unit="By",
+            description="RSS a request or job grew above its start at its peak: "
+            "max(0, peak - start).",
+            explicit_bucket_boundaries_advisory=TASK_RSS_BUCKETS,
+        )
+        self.max_names = max_names
+        self._attributes: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+        self._warn_once = WarnOnce(_log)
+
+    def _attributes_of(self, name: str) -> dict[str, str]:
+        attributes = self._attributes.get(name)
+        if attributes is not None:
+            return attributes
+        cleaned = clean_name(name, max_length=MAX_TASK_NAME_LENGTH)
+        with self._lock:
+            if len(self._attributes) >= self.max_names:
+                return {ATTR_SPAN_NAME: OTHER}
+            attributes = self._attributes[name] = {ATTR_SPAN_NAME: cleaned}
+            return attributes
+
+    def record(self, task: OpenTask, growth: int) -> None:
+        """Record one request span's growth in its context (exemplars link to it); never raises."""
+        try:
+            span = task.span
+            name = getattr(span, "name", task.name)
+            context = trace.set_span_in_context(span)
+            self.growth.record(growth, self._attributes_of(name), context=context)
+        except Exception as exc:  # instrumentation never raises into the host
+            self._warn_once("request", "otel_memory: request histogram skipped: %r", exc)
 
 
 class HistogramSink:
