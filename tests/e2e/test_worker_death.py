@@ -50,6 +50,14 @@ def hog():
         held.append(block)
         time.sleep(0.05)
     return "survived"
+
+
+@app.get("/stuck")
+def stuck():
+    time.sleep(0.5)  # the sampler records this request in the run state meanwhile
+    # Minutes inside one C call that holds the GIL and never checks for signals: the SIGABRT
+    # that gunicorn's timeout sends first cannot run its handler, so the master sends SIGKILL.
+    return str(sum(range(10**12)))
 '''
 
 
@@ -162,6 +170,24 @@ def test_an_oom_killed_worker_is_reported_once_by_its_replacement(tmp_path, prel
     parsed = parse_line(died[0])
     assert parsed is not None and parsed.rss_mb > 0
     assert not list((log_dir / STATE_DIR).glob("run-*.json"))  # every other process stopped
+
+
+def test_a_worker_killed_by_the_masters_timeout_is_reported_once(tmp_path):
+    log_dir = tmp_path / "logs"
+    port = _free_port()
+    process = _gunicorn(tmp_path, port, "--timeout", "2")
+    try:
+        assert _get(port, "/stuck", timeout=60) != 200
+        died = _wait(lambda: _died(log_dir), 30, "the replacement's report")
+        assert _get(port, "/") == 200
+        time.sleep(2)
+        out = (tmp_path / "gunicorn.out").read_text(errors="replace")
+    finally:
+        _stop(process)
+    assert "WORKER TIMEOUT" in out, out
+    died = _died(log_dir)
+    assert len(died) == 1, died
+    assert "Previous Run Died (unknown) during GET /stuck" in died[0], died
 
 
 def test_workers_stopped_cleanly_are_never_reported(tmp_path):
