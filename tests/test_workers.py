@@ -145,3 +145,25 @@ def test_tasks_of_a_worker_reach_the_shared_daily_log(tmp_path):
     for worker in workers:
         assert any(f"TASK START [job {worker.pid}]" in line for line in lines)
         assert any(f"TASK END [done {worker.pid}]" in line for line in lines)
+
+
+def _report_open_tasks(results) -> None:
+    from otel_memory.runtime import get_runtime
+
+    results.put([task.name for task in get_runtime().open_tasks.snapshot()])
+
+
+def test_a_worker_does_not_inherit_the_parents_open_tasks(tmp_path):
+    otel_memory.start(_config(tmp_path / "logs", interval=60))
+    results = _FORK.Queue()
+    set_active_task("Parent Job")
+    try:
+        worker = _FORK.Process(target=_report_open_tasks, args=(results,))
+        worker.start()
+        inherited = results.get(timeout=30)
+        worker.join(30)
+    finally:
+        clear_active_task("Parent Job Done")
+    assert inherited == []  # its --- lines and peaks are its own
+    lines = _lines(tmp_path / "logs")
+    assert sum("TASK END [Parent Job Done]" in line for line in lines) == 1

@@ -83,7 +83,7 @@ class OpenTasks:
         self._tasks: dict[int, OpenTask] = {}
         self._lock = threading.Lock()
         # A fork while another thread held the lock would leave the child's copy held forever.
-        os.register_at_fork(after_in_child=_renew_lock(self))
+        os.register_at_fork(after_in_child=_after_fork(self))
 
     def add(self, task: OpenTask) -> bool:
         """Register a task that just started; returns whether none was open before."""
@@ -147,13 +147,16 @@ class OpenTasks:
         return bool(self._tasks)
 
 
-def _renew_lock(registry: OpenTasks) -> Callable[[], None]:
-    """A fork hook that gives ``registry`` a new lock (held weakly: registries may go)."""
+def _after_fork(registry: OpenTasks) -> Callable[[], None]:
+    """A fork hook (holding ``registry`` weakly: registries may go): the child gets a new lock,
+    and starts with no open task, since the parent's tasks are the parent's to end (their
+    threads did not come along, and their ``---`` lines and peaks are not the child's)."""
     ref = weakref.ref(registry)
 
     def renew() -> None:
         alive = ref()
         if alive is not None:
             alive._lock = threading.Lock()
+            alive._tasks = {}
 
     return renew
