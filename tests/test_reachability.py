@@ -688,3 +688,16 @@ def test_every_kind_of_leak_is_named_in_a_real_process(tmp_path: Path):
         ],
     }, result.stderr
     assert time.monotonic() - started < 120
+
+
+def test_a_module_also_known_by_an_alias_keeps_its_first_name(monkeypatch):
+    # multiprocessing's children alias the main module as __mp_main__: the path says __main__.
+    import sys
+
+    monkeypatch.setitem(sys.modules, "zz_alias_of_this_module", sys.modules[HERE])
+    _cache.update((i, [InGlobal()]) for i in range(2_000))
+    try:
+        verdict = check("InGlobal")
+    finally:
+        _cache.clear()
+    assert verdict.path[0] == f"module {HERE}"

@@ -214,7 +214,11 @@ class _Search:
         for name, module in list(sys.modules.items()):
             namespace = _namespace(module)  # never getattr(): a lazy module would load
             if namespace is not None and not _is_own_module(name):
-                self.module_dicts[id(namespace)] = name
+                # One namespace may have several names (multiprocessing aliases the main module
+                # as __mp_main__): the first wins, and __main__ over any alias.
+                known = self.module_dicts.get(id(namespace))
+                if known is None or name == "__main__":
+                    self.module_dicts[id(namespace)] = name
 
     def index_frames_if_needed(self) -> None:
         """Index other threads' locals, if an object searched has no holder the collector sees."""
