@@ -167,3 +167,82 @@ def test_a_worker_does_not_inherit_the_parents_open_tasks(tmp_path):
     assert inherited == []  # its --- lines and peaks are its own
     lines = _lines(tmp_path / "logs")
     assert sum("TASK END [Parent Job Done]" in line for line in lines) == 1
+
+
+# --------------------------------------------------------------------------- one shared log
+
+
+def _line(clock: str, marker: str, name: str, rss: float, pid: int | None) -> str:
+    tail = "" if pid is None else f" | PID: {pid}"
+    return (
+        f"2025-11-16 08:{clock} {marker} [{name}] | RSS: {rss:6.1f} MB | VMS:  900.0 MB "
+        f"| System Available: 1000.0 MB (50.0% free){tail}\n"
+    )
+
+
+def test_the_analyzer_pairs_each_processs_lines_with_its_own(tmp_path, capsys):
+    import json
+
+    from otel_memory.cli import main
+
+    # Two workers run "Job" at once: worker 1 grows by 50 MB, worker 2 by 10 MB. Paired by
+    # name and order alone, worker 1's START would end at worker 2's END.
+    log = tmp_path / "memory_20251116.log"
+    log.write_text(
+        _line("00:00", "---", "Monitor Started", 100.0, None)
+        + _line("00:01", ">>> TASK START", "Job", 100.0, 11)
+        + _line("00:02", ">>> TASK START", "Job", 200.0, 22)
+        + _line("00:03", "<<< TASK END", "Job", 150.0, 11)
+        + _line("00:04", "<<< TASK END", "Job", 210.0, 22)
+    )
+    assert main(["analyze", "--json", str(log)]) == 0
+    (job,) = [t for t in json.loads(capsys.readouterr().out)["tasks"] if t["task"] == "Job"]
+    assert job["runs"] == 2
+    assert job["delta_max_mb"] == 50.0
+    assert job["delta_avg_mb"] == 30.0
+
+    from otel_memory.base.logline import parse_line
+    from otel_memory.cli.taskruns import pair_runs
+
+    runs = pair_runs(parse_line(line) for line in log.read_text().splitlines())
+    assert sorted(r.end_rss_mb - r.start_rss_mb for r in runs) == [10.0, 50.0]
+
+
+def _worker_runs(count: int, grow_mb: int) -> None:
+    for _ in range(count):
+        set_active_task("Job")
+        held = bytearray(grow_mb * 1024 * 1024)
+        held[:: 4096] = b"x" * len(range(0, len(held), 4096))  # resident: the END reads it
+        clear_active_task("Job")
+        del held
+        time.sleep(0.002)
+
+
+def test_two_workers_share_the_daily_log_and_each_run_keeps_its_true_delta(tmp_path):
+    log_dir = tmp_path / "logs"
+    otel_memory.start(_config(log_dir, interval=60))
+    runs = 200
+    workers = [_FORK.Process(target=_worker_runs, args=(runs, mb)) for mb in (40, 4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    otel_memory.stop()
+
+    lines = _lines(log_dir)
+    parsed = [parse_line(line) for line in lines]
+    assert None not in parsed  # every line whole
+    for worker in workers:
+        mine = [p for p in parsed if p.pid == worker.pid]
+        assert sum(p.marker is Marker.START for p in mine) == runs
+        assert sum(p.marker is Marker.END for p in mine) == runs
+    # The master's own lines are the single-process format, byte for byte (no pid).
+    assert all(p.pid is None for p in parsed if p.name in ("Monitor Started", "Monitor Stopped"))
+
+    from otel_memory.cli.taskruns import pair_runs
+
+    by_delta = sorted(r.end_rss_mb - r.start_rss_mb for r in pair_runs(parsed))
+    assert len(by_delta) == 2 * runs
+    small, large = by_delta[:runs], by_delta[runs:]
+    assert max(small) < 20 and min(large) > 30  # each run paired with its own worker's END

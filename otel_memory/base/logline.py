@@ -93,6 +93,20 @@ def format_timestamp(timestamp: float) -> str:
     return _format_second(int(timestamp))
 
 
+def pid_suffix(pid: int) -> str:
+    """What ends every line of process ``pid`` when several processes share the daily file."""
+    return f"{PID_MARK}{pid}"
+
+
+def line_pid(line: str) -> int | None:
+    """The pid a line ends with (several processes share the file), else None."""
+    at = line.rfind(PID_MARK)
+    if at < 0:
+        return None
+    tail = line[at + len(PID_MARK) :].rstrip("\r\n")
+    return int(tail) if tail.isascii() and tail.isdigit() else None
+
+
 def format_line(marker: Marker, name: str, reading: MemoryReading) -> str:
     """The whole line (no trailing newline), stamped with the reading's local time."""
     return f"{format_timestamp(reading.timestamp)} {format_message(marker, name, reading)}"
@@ -116,9 +130,16 @@ _LINE_SOURCE = (
     r"\| VMS: *(?P<vms>\d+\.\d) MB "
     r"\| System Available: *(?P<available>\d+\.\d) MB "
     r"\((?P<free>\d+\.\d)% free\)"
+    r"(?: \| PID: \d+)?"
 )
 
-LINE_PATTERN = re.compile(_LINE_SOURCE)
+PID_MARK = " | PID: "
+"""What a line of a process that shares the daily file ends with, before its pid (a process
+alone writes none: its lines are the SPEC's, byte for byte)."""
+
+LINE_PATTERN = re.compile(
+    _LINE_SOURCE.replace(r"(?: \| PID: \d+)?", r"(?: \| PID: (?P<pid>\d+))?")
+)
 """Matches one whole line (use ``fullmatch``); every group is named."""
 
 LINES_PATTERN = re.compile(r"^" + _LINE_SOURCE + r"$", re.MULTILINE | re.ASCII)
@@ -147,6 +168,8 @@ class LogLine:
     vms_mb: float
     available_mb: float
     free_percent: float
+    pid: int | None = None
+    """The process that wrote the line, when several processes share the file."""
 
 
 def parse_line(line: str) -> LogLine | None:
@@ -166,4 +189,5 @@ def parse_line(line: str) -> LogLine | None:
         vms_mb=float(match["vms"]),
         available_mb=float(match["available"]),
         free_percent=float(match["free"]),
+        pid=int(match["pid"]) if match["pid"] is not None else None,
     )

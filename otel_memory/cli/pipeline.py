@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from otel_memory.base.logline import IDLE, LINE_PATTERN, Marker
+from otel_memory.base.logline import IDLE, LINE_PATTERN, PID_MARK, Marker, line_pid
 from otel_memory.base.trend import fit
 from otel_memory.cli import tables
 from otel_memory.cli.scan import (
@@ -294,6 +294,12 @@ class Analyzer:
         self._idle_days: dict[str, _Values] = {}
         self._unmatched_starts = 0
         self._unmatched_ends = 0
+        # Several processes may share a daily file; each tags its lines (" | PID: n") and has a
+        # stream of its own, so its STARTs pair with its own ENDs. The current stream is
+        # self._stream; the others wait here with the best line of their current segment.
+        self._pid: int | None = None
+        self._parked: dict[int | None, tuple[_Stream, PeakEntry | None]] = {}
+        self._pid_serials: dict[int, int] = {}  # pid -> the last run number its streams gave
 
     # ------------------------------------------------------------------ streams and files
 
@@ -310,12 +316,42 @@ class Analyzer:
         self._file_index += 1
 
     def _end_stream(self) -> None:
-        stream = self._stream
-        stream.pairer.close()
-        self._unmatched_ends += stream.pairer.unmatched_ends
-        self._end_segment()
+        self._use_process(None)
+        untagged = self._stream
+        for stream, best in [*self._parked.values(), (untagged, self._best)]:
+            self._stream, self._best = stream, best
+            stream.pairer.close()
+            self._unmatched_ends += stream.pairer.unmatched_ends
+            self._end_segment()
+        self._remember_serials()
+        self._parked.clear()
         self._flush_runs()
-        self._stream = self._new_stream(stream.pairer.serials_used)
+        self._stream = self._new_stream(untagged.pairer.serials_used)
+
+    def _use_process(self, pid: int | None) -> None:
+        """Make ``pid``'s stream the current one (None: the lines that carry no pid)."""
+        if pid == self._pid:
+            return
+        self._parked[self._pid] = (self._stream, self._best)
+        self._pid = pid
+        parked = self._parked.pop(pid, None)
+        if parked is not None:
+            self._stream, self._best = parked
+            return
+        if pid is not None:  # run numbers of process k start at k << 32: never shared
+            first = self._pid_serials.get(pid, (len(self._pid_serials) + 1) << 32)
+            self._pid_serials[pid] = first
+            self._stream, self._best = self._new_stream(first), None
+        else:
+            self._stream, self._best = self._new_stream(), None
+
+    def _remember_serials(self) -> None:
+        for pid, (stream, _) in self._parked.items():
+            if pid is not None:
+                self._pid_serials[pid] = stream.pairer.serials_used
+
+    def _streams(self) -> list[_Stream]:
+        return [self._stream, *(stream for stream, _ in self._parked.values())]
 
     def _run_ended(self, run: TaskRun) -> None:
         """A run of the current stream ended (or never will): count it if selected."""
@@ -349,10 +385,27 @@ class Analyzer:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self._feed(first_line, lines)
+            if lines and PID_MARK in "".join(lines):
+                self._feed_processes(first_line, lines)
+            else:
+                self._use_process(None)
+                self._feed(first_line, lines)
         finally:
             if collecting:
                 gc.enable()
+
+    def _feed_processes(self, first_line: int, lines: list[str]) -> None:
+        """A chunk of a file that several processes share: each run of consecutive lines of one
+        process goes to that process's stream."""
+        start, current = 0, line_pid(lines[0])
+        for index in range(1, len(lines)):
+            pid = line_pid(lines[index])
+            if pid != current:
+                self._use_process(current)
+                self._feed(first_line + start, lines[start:index])
+                start, current = index, pid
+        self._use_process(current)
+        self._feed(first_line + start, lines[start:])
 
     def _feed(self, first_line: int, lines: list[str]) -> None:  # noqa: PLR0912, PLR0915
         # One long function on purpose: attribute lookups and calls per line are what limit
@@ -530,8 +583,8 @@ class Analyzer:
 
     def _flush_runs(self) -> None:
         """Runs whose best line waits and that are over now: their line is a candidate."""
-        pairer = self._stream.pairer
-        for key in [k for k in self._run_best if not pairer.is_open(k)]:
+        pairers = [stream.pairer for stream in self._streams()]
+        for key in [k for k in self._run_best if not any(p.is_open(k) for p in pairers)]:
             self._candidate(self._run_best.pop(key))
 
     def _candidate(self, best: PeakEntry) -> None:

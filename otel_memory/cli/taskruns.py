@@ -20,7 +20,8 @@ follow the monitor's (SPEC "Task life rules"), read back from what the log can s
   above it are over (ended by a later START if one came, else *gone* by that line).
   ``Monitor Started`` is a new process: what was open never ended.
 * Interleaved tasks of concurrent threads that end with labels can be mis-paired; the log has
-  nothing to tell them apart.
+  nothing to tell them apart. Processes that share a daily file tag their lines with their pid
+  (`` | PID: 1234``): each process's lines are paired apart from the others'.
 
 Times are seconds on the analyzer's axis (:func:`otel_memory.cli.scan.naive_seconds`).
 """
@@ -254,14 +255,19 @@ class RunPairer:
 
 def pair_runs(lines: Iterable[LogLine | None]) -> list[TaskRun]:
     """Every run of one stream of parsed lines (None entries, unparsed lines, are skipped),
-    in the order they ended; unfinished ones last."""
+    in the order they ended; unfinished ones last. Lines of several processes (each tagged
+    with its pid) are paired within their own process."""
     runs: list[TaskRun] = []
-    pairer = RunPairer(runs.append)
+    pairers: dict[int | None, RunPairer] = {}
     for line in lines:
         if line is None:
             continue
+        pairer = pairers.get(line.pid)
+        if pairer is None:
+            pairer = pairers[line.pid] = RunPairer(runs.append)
         pairer.line(
             line.marker.value, line.name, naive_seconds(line.timestamp), line.rss_mb, line.rss_mb
         )
-    pairer.close()
+    for pairer in pairers.values():
+        pairer.close()
     return runs

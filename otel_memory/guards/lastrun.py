@@ -184,6 +184,20 @@ class _StateDir:
                 found.append(run)
         return found
 
+    def others_alive(self, own_pid: int) -> bool:
+        """Whether another live process of this host keeps its run state here."""
+        prefix = f"run-{self._host}-"
+        for name in os.listdir(self._dir):
+            if not (name.startswith(prefix) and name.endswith(".json")):
+                continue
+            try:
+                pid = int(name[len(prefix) : -len(".json")])
+            except ValueError:
+                continue
+            if pid != own_pid and self._alive(pid, self._load(os.path.join(self._dir, name))):
+                return True
+        return False
+
     def _claim(self, name: str, pid: int) -> DeadRun | None:
         """Rename the file to a name only we hold, so one process alone reports it."""
         path = os.path.join(self._dir, name)
@@ -307,6 +321,14 @@ class RunState:
             except OSError as exc:
                 self._warn_once(exc)
             return dead
+
+    def shared(self) -> bool:
+        """Whether another live process keeps its run state in this ``log_dir`` too (it shares
+        the daily file)."""
+        try:
+            return self._dir.others_alive(os.getpid())
+        except OSError:
+            return False
 
     def after_fork_in_child(self) -> None:
         """In a forked child, before :meth:`begin`: a lock another thread of the parent held at

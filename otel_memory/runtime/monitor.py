@@ -73,6 +73,7 @@ class _Running:
     profiles: ProfileSink | None = None
     notices: Notices | None = None
     periodic: PeriodicLines | None = None
+    daily: DailyLogSink | None = None
 
 
 class Monitor:
@@ -176,10 +177,13 @@ class Monitor:
         sinks: list[Sink] = [LoggerSink()]
         dead_runs: list[DeadRun] = []
         if monitor.enabled and monitor.log_dir:
-            sinks.append(DailyLogSink(DailyLogWriter(monitor.log_dir)))
+            running.daily = DailyLogSink(DailyLogWriter(monitor.log_dir))
+            sinks.append(running.daily)
             running.run_state = self._open_run_state(monitor.log_dir)
             if running.run_state is not None:
                 dead_runs = running.run_state.begin()
+                if running.run_state.shared():  # another live process writes this file too
+                    running.daily.tag_with_pid(os.getpid())
                 feed = RunStateFeed(running.run_state, self._open_tasks)
                 sinks.append(feed)
                 self._sampler.on_sample = feed.on_sample
@@ -255,6 +259,8 @@ class Monitor:
         if running is None:
             return
         try:
+            if running.daily is not None:  # the parent writes the same file
+                running.daily.tag_with_pid(os.getpid())
             state = running.run_state
             if state is not None:
                 state.after_fork_in_child()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from otel_memory.activity.events import Event, LineEvent
 from otel_memory.base.diagnostics import logger
-from otel_memory.base.logline import format_message, format_timestamp, log_file_name
+from otel_memory.base.logline import format_message, format_timestamp, log_file_name, pid_suffix
 
 _Write = Callable[[int, bytes], int]
 
@@ -122,11 +122,22 @@ class DailyLogSink:
 
     def __init__(self, writer: DailyLogWriter) -> None:
         self.writer = writer
+        self.pid_tag = ""
+        """Appended to every line (``" | PID: 1234"``) when several processes share the file,
+        so the analyzer pairs each process's lines; empty for a process alone."""
+
+    def tag_with_pid(self, pid: int) -> None:
+        """Mark this process's lines: it shares the daily file with other processes."""
+        self.pid_tag = pid_suffix(pid)
 
     def write(self, batch: Sequence[Event]) -> None:
         """Format the batch's lines and write them."""
+        tag = self.pid_tag
         self.writer.write_lines(
-            (event.reading.timestamp, format_message(event.marker, event.name, event.reading))
+            (
+                event.reading.timestamp,
+                format_message(event.marker, event.name, event.reading) + tag,
+            )
             for event in batch
             if isinstance(event, LineEvent)
         )
