@@ -147,6 +147,13 @@ def test_flask_on_gunicorn_two_workers(tmp_path):
         assert load(port, ["/report?mb=150"]) == [200]
         time.sleep(1.5)  # a few batch and metric export periods
         check_request_spans(receiver, REQUESTS + 1, "GET /report")
+        # Each worker's series are its own: the SDK gives a forked worker a new
+        # service.instance.id, so a backend keeps the master's and both workers' apart.
+        instances = {
+            point.resource.get("service.instance.id")
+            for point in receiver.data_points("otel_memory.available")
+        }
+        assert len(instances) >= 3, instances
 
 
 def test_fastapi_on_uvicorn(tmp_path):
