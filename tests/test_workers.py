@@ -246,3 +246,34 @@ def test_two_workers_share_the_daily_log_and_each_run_keeps_its_true_delta(tmp_p
     assert len(by_delta) == 2 * runs
     small, large = by_delta[:runs], by_delta[runs:]
     assert max(small) < 20 and min(large) > 30  # each run paired with its own worker's END
+
+
+def _crossings_in_worker(results) -> None:
+    caught: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            caught.append(record.getMessage())
+
+    logging.getLogger("otel_memory").addHandler(Catch())
+    set_active_task("Worker Job")  # a reading: the worker's own RSS is above 1 MB
+    clear_active_task()
+    api.flush()
+    results.put([message for message in caught if "rss_warning crossed" in message])
+
+
+def test_a_worker_checks_its_own_thresholds(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="otel_memory")
+    keys = {
+        "log_dir": str(tmp_path / "logs"), "interval_seconds": 60, "export_logs": "none",
+        "thresholds": {"rss_warning_mb": 1, "rss_critical_mb": 100_000},
+    }  # fmt: skip
+    otel_memory.start(config_from_dict({"general": {"monitoring": {"memory_monitor": keys}}}))
+    api.flush()
+    assert [r for r in caplog.records if "rss_warning crossed" in r.getMessage()]  # the parent
+    results = _FORK.Queue()
+    worker = _FORK.Process(target=_crossings_in_worker, args=(results,))
+    worker.start()
+    crossed = results.get(timeout=30)
+    worker.join(30)
+    assert len(crossed) == 1, crossed  # its own crossing, not silenced by the parent's

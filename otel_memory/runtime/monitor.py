@@ -196,7 +196,7 @@ class Monitor:
             requests.on_growth = RequestHistogram(meter_provider).record
             requests.install(running.providers[0] or trace.get_tracer_provider())
         self._events.set_sinks(sinks)
-        self._reader.on_reading = notices.threshold_listener(ThresholdGuard(monitor.thresholds))
+        self._watch_thresholds(running)
         deep = monitor.deep_capture
         if deep.enabled:
             self._tasks.deep_capture = DeepCapture(
@@ -234,6 +234,13 @@ class Monitor:
                 notices.dead_run(run)
             self._start_periodic(running)
 
+    def _watch_thresholds(self, running: _Running) -> None:
+        """Check every reading against the thresholds (a fresh guard in a forked worker: its
+        own RSS crosses them on its own, whatever the parent had crossed)."""
+        if running.notices is not None:
+            guard = ThresholdGuard(running.config.monitor.thresholds)
+            self._reader.on_reading = running.notices.threshold_listener(guard)
+
     def _start_periodic(self, running: _Running) -> None:
         """The ``---`` thread (a new one in a forked worker: threads do not survive a fork)."""
         config = running.config
@@ -270,6 +277,7 @@ class Monitor:
                         running.notices.dead_run(run)
             if running.periodic is not None:
                 self._start_periodic(running)
+            self._watch_thresholds(running)
             util = sys.modules.get("multiprocessing.util")
             if util is not None:  # run after multiprocessing clears its finalizers in the child
                 util.register_after_fork(self, Monitor._enter_multiprocessing_child)
