@@ -148,14 +148,19 @@ def test_stop_during_a_burst_writes_every_line_queued_before_it_and_returns(tmp_
     workers = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
     for w in workers:
         w.start()
-    _wait_for(lambda: len(events._queue) >= events.capacity, timeout=30)
-    # WHEN stop() is called in the middle of it
-    ended_before_stop = dict(done)
-    otel_memory.stop()
-    stopping.set()
-    for w in workers:
-        w.join(timeout=30)
-        assert not w.is_alive()  # no producer stays blocked on a stopped pipeline
+    try:
+        # back-pressure engaged: the queue full, or producers waiting for room
+        _wait_for(
+            lambda: len(events._queue) >= events.capacity or events._waiting > 0, timeout=60
+        )
+        # WHEN stop() is called in the middle of it
+        ended_before_stop = dict(done)
+        otel_memory.stop()
+    finally:
+        stopping.set()  # whatever happened, no producer outlives the test
+        for w in workers:
+            w.join(timeout=30)
+    assert not any(w.is_alive() for w in workers)  # none stays blocked on a stopped pipeline
     # THEN every task that ended before stop() has both lines, in order, before "Stopped"
     lines = [parse_line(line) for line in _lines(log_dir)]
     names = [line.name for line in lines]
