@@ -281,8 +281,27 @@ class Monitor:
             util = sys.modules.get("multiprocessing.util")
             if util is not None:  # run after multiprocessing clears its finalizers in the child
                 util.register_after_fork(self, Monitor._enter_multiprocessing_child)
+            celery_signals = sys.modules.get("celery.signals")
+            if celery_signals is not None and state is not None:
+                # A Celery prefork child ends with os._exit() (billiard), past multiprocessing's
+                # finalizers; Celery sends worker_process_shutdown just before: a clean end.
+                celery_signals.worker_process_shutdown.connect(
+                    self._end_celery_child, weak=False, dispatch_uid="otel_memory.run_state"
+                )
         except Exception as exc:  # never into the host's fork
             self._warn_once("fork", "otel_memory: monitor not restarted in a worker: %r", exc)
+
+    def _end_celery_child(self, **_: object) -> None:
+        """Celery's ``worker_process_shutdown`` in a prefork child: its run state ends (the
+        events written first), so a child the pool stopped is not reported as dead."""
+        running = self._running
+        if running is None or running.run_state is None:
+            return
+        try:
+            self._events.flush(timeout=2.0)  # bounded: a stuck disk must not hold the exit
+        except Exception as exc:  # never into Celery's exit
+            self._warn_once("celery exit", "otel_memory: lines not flushed at exit: %r", exc)
+        running.run_state.end()
 
     def _enter_multiprocessing_child(self) -> None:
         """A ``multiprocessing`` child ends with ``os._exit()`` (no ``atexit``): its run state is
