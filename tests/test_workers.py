@@ -277,3 +277,42 @@ def test_a_worker_checks_its_own_thresholds(tmp_path, caplog):
     crossed = results.get(timeout=30)
     worker.join(30)
     assert len(crossed) == 1, crossed  # its own crossing, not silenced by the parent's
+
+
+def _spike_in_worker(span_exporter, results) -> None:
+    """In a forked worker: a 150 MB spike inside a task; its span's peak and events."""
+    from otel_memory import traced_task
+    from otel_memory.base import attributes as attr
+
+    span_exporter.clear()
+    with traced_task("spike"):
+        block = bytearray(150 * 1024 * 1024)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page: resident
+        time.sleep(0.5)  # a few sampler periods (100 ms): the worker's own sampler sees it
+        del block
+    (span,) = span_exporter.get_finished_spans()
+    growth = span.attributes[attr.RSS_PEAK] - span.attributes[attr.RSS_START]
+    results.put((growth, [event.name for event in span.events]))
+
+
+def test_a_forked_workers_own_sampler_and_thresholds_see_its_spike(tmp_path, span_exporter):
+    import psutil
+
+    log_dir = tmp_path / "logs"
+    rss_mb = psutil.Process().memory_info().rss / (1024 * 1024)
+    keys = {
+        "log_dir": str(log_dir),
+        "interval_seconds": 60,
+        "export_logs": "none",
+        # Crossed only by the worker's spike, never by the master before the fork.
+        "thresholds": {"rss_warning_mb": round(rss_mb + 80), "rss_critical_mb": 100000},
+    }
+    otel_memory.start(config_from_dict({"general": {"monitoring": {"memory_monitor": keys}}}))
+    results = _FORK.Queue()
+    worker = _FORK.Process(target=_spike_in_worker, args=(span_exporter, results))
+    worker.start()
+    growth, events = results.get(timeout=30)
+    worker.join(30)
+    assert worker.exitcode == 0
+    assert growth >= 140 * 1024 * 1024  # the peak between START and END reads: the sampler's
+    assert any("threshold" in name for name in events), events
