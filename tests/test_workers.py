@@ -316,3 +316,53 @@ def test_a_forked_workers_own_sampler_and_thresholds_see_its_spike(tmp_path, spa
     assert worker.exitcode == 0
     assert growth >= 140 * 1024 * 1024  # the peak between START and END reads: the sampler's
     assert any("threshold" in name for name in events), events
+
+
+def _limits_reading():
+    from otel_memory.kernel.limits import CgroupMemory
+
+    limits = CgroupMemory()
+    return limits, lambda: limits.effective(1 << 30, 1 << 30)
+
+
+def _warn_once():
+    from otel_memory.base.diagnostics import WarnOnce
+
+    warn = WarnOnce()
+    return warn, lambda: warn("key", "otel_memory: test %s", "message")
+
+
+@pytest.mark.parametrize("make", [_limits_reading, _warn_once], ids=["cgroup limits", "warn once"])
+def test_a_lock_held_by_another_thread_at_the_fork_never_blocks_the_child(make):
+    owner, use = make()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with owner._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(5)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the lock it inherited is held by a thread it does not have
+            try:
+                use()
+            finally:
+                os._exit(0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child blocked on a lock another thread held at the fork")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        holder.join()

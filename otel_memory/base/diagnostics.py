@@ -14,6 +14,8 @@ import contextlib
 import logging
 import threading
 
+from otel_memory.base.forks import renew_after_fork
+
 logger = logging.getLogger("otel_memory")
 """The package's logger: its own diagnostics and the memory events (SPEC: Events)."""
 
@@ -25,6 +27,7 @@ class WarnOnce:
         self._log = log
         self._seen: set[str] = set()
         self._lock = threading.Lock()
+        renew_after_fork(self)
 
     def __call__(self, key: str, message: str, *args: object) -> bool:
         """Log ``message`` unless ``key`` was already reported; returns whether it logged."""

@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from otel_memory.base.forks import renew_after_fork
+
 __all__ = ["CgroupMemory", "read_oom_kill"]
 
 _FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
@@ -159,6 +161,7 @@ class CgroupMemory:
         self._refresh_seconds = refresh_seconds
         self._clock = clock
         self._lock = threading.Lock()
+        renew_after_fork(self)  # a refresh in progress at a fork must not block the child
         self._state = _State(-1, float("-inf"), "host", (), None, None)
         self._fds: dict[str, int] = {}  # usage file -> open descriptor, kept across walks
         self._retired: list[int] = []

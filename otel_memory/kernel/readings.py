@@ -23,6 +23,7 @@ import psutil
 
 from otel_memory.base.diagnostics import WarnOnce
 from otel_memory.base.errors import OtelMemoryError
+from otel_memory.base.forks import renew_after_fork
 from otel_memory.base.memory import MB, MemoryReading
 from otel_memory.kernel.limits import CgroupMemory
 
@@ -118,6 +119,7 @@ class _ProcFiles:
         self._statm = -1
         self._meminfo = -1
         self._lock = threading.Lock()
+        renew_after_fork(self)
         self._reopen()
 
     @staticmethod
@@ -236,6 +238,7 @@ class PsutilReadingSource:
         self._own_process = pid is None
         self._clock = clock
         self._lock = threading.Lock()  # psutil.Process caches are not thread-safe
+        renew_after_fork(self)
         self._proc = _ProcFiles() if self._own_process and _ProcFiles.available() else None
         if limits is None and self._own_process and sys.platform.startswith("linux"):
             limits = CgroupMemory()
