@@ -35,6 +35,7 @@ from typing import Any
 import psutil
 
 from otel_memory.base.diagnostics import WarnOnce
+from otel_memory.base.forks import renew_after_fork
 from otel_memory.kernel.limits import CgroupMemory, read_oom_kill
 
 __all__ = ["STATE_DIR", "DeadRun", "RunState", "claim_dead_runs"]
@@ -294,6 +295,7 @@ class RunState:
         self._proc_root = proc_root
         self._clock = clock
         self._lock = threading.Lock()
+        renew_after_fork(self)  # a forked worker begins its own state with a free lock
         self._owner = -1  # the pid that began; a forked child is not it until it begins
         self._fd = -1
         self._path = ""
@@ -329,11 +331,6 @@ class RunState:
             return self._dir.others_alive(os.getpid())
         except OSError:
             return False
-
-    def after_fork_in_child(self) -> None:
-        """In a forked child, before :meth:`begin`: a lock another thread of the parent held at
-        the fork is never released in the child, so it gets a new one."""
-        self._lock = threading.Lock()
 
     def update(self, last_task: str, last_rss: int, timestamp: float) -> None:
         """Record the current task and RSS: one ``pwrite`` (plus a ``pread`` per OOM counter)."""

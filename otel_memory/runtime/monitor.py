@@ -270,7 +270,6 @@ class Monitor:
                 running.daily.tag_with_pid(os.getpid())
             state = running.run_state
             if state is not None:
-                state.after_fork_in_child()
                 dead_runs = state.begin()
                 if running.notices is not None:
                     for run in dead_runs:
