@@ -470,7 +470,11 @@ def run(n, tasks_n=None, until=None):
     counts[n] = i
 
 if mode == "fork":
+    disk_stalled = True  # a plain flag, no lock: the fork must not copy one of the test's own
+
     def slow_write(fd, data):
+        while disk_stalled:
+            time.sleep(0.001)
         time.sleep(0.002)
         return os.write(fd, data)
 
@@ -479,15 +483,24 @@ if mode == "fork":
     threads = [threading.Thread(target=run, args=(n, 5000)) for n in range(8)]
     for t in threads:
         t.start()
-    while len(events._queue) < events.capacity:  # the queue is full: producers wait
+    # The disk stalls until the fork, so the queue fills whatever the machine's speed: the
+    # writer is inside a write (holding the drain lock) and the producers wait for room.
+    deadline = time.time() + 60
+    while len(events._queue) < events.capacity or not events._waiting:
+        assert time.time() < deadline, (len(events._queue), events._waiting)
         time.sleep(0.001)
     pid = os.fork()
+    disk_stalled = False
     if pid == 0:
         run("child", 200)
         os._exit(0)  # no stop(), no atexit: its lines were written as its tasks ended
     assert os.waitpid(pid, 0)[1] == 0
 elif mode == "exit":
+    disk_stalled = True
+
     def slow_write(fd, data):
+        while disk_stalled:
+            time.sleep(0.001)
         time.sleep(0.002)
         return os.write(fd, data)
 
@@ -495,8 +508,11 @@ elif mode == "exit":
     events.set_sinks([DailyLogSink(DailyLogWriter(log_dir, write=slow_write))])
     for n in range(8):
         threading.Thread(target=run, args=(n, 10**9), daemon=True).start()
-    while len(events._queue) < events.capacity:  # the queue is full: producers wait
+    deadline = time.time() + 60
+    while len(events._queue) < events.capacity or not events._waiting:  # producers wait
+        assert time.time() < deadline, (len(events._queue), events._waiting)
         time.sleep(0.001)
+    disk_stalled = False  # slow again, no longer stalled
     print(json.dumps({}))
     sys.exit(0)  # the interpreter exits mid-burst: atexit's stop() runs against 8 producers
 else:  # midnight: run until a second after the local midnight given
@@ -521,11 +537,6 @@ def _run_script(script: str, *args: str, env: dict | None = None) -> dict[str, i
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-@pytest.mark.skipif(
-    sys.version_info < (3, 11),
-    reason="open defect: on 3.10 the forked child can still hang on a lock held at the fork "
-    "(CI, 2 runs in 2); 3.11 and 3.13 pass since the cgroup-limits lock is renewed in the child",
-)
 def test_fork_during_a_burst_keeps_parent_and_child_whole(tmp_path):
     # GIVEN 8 threads in a burst, the queue full, producers waiting for a slow disk
     # WHEN the main thread forks and the child runs 200 tasks, then leaves with os._exit()

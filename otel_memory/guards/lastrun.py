@@ -297,6 +297,7 @@ class RunState:
         self._lock = threading.Lock()
         renew_after_fork(self)  # a forked worker begins its own state with a free lock
         self._owner = -1  # the pid that began; a forked child is not it until it begins
+        self._kept = -1  # the pid whose run ends killed: its file stays, frozen, for the next
         self._fd = -1
         self._path = ""
         self._static: dict[str, Any] = {}
@@ -335,21 +336,38 @@ class RunState:
     def update(self, last_task: str, last_rss: int, timestamp: float) -> None:
         """Record the current task and RSS: one ``pwrite`` (plus a ``pread`` per OOM counter)."""
         with self._lock:
-            if self._fd < 0 or self._owner != os.getpid():
-                return  # not begun, or a forked child writing over its parent's file
+            if self._fd < 0 or self._owner != os.getpid() or self._kept == self._owner:
+                return  # not begun, a forked child writing over its parent's file, or kept
             try:
                 os.pwrite(self._fd, self._record(last_task, last_rss, timestamp), 0)
             except (OSError, ValueError, TypeError) as exc:
                 self._warn_once(exc)
 
+    def keep(self) -> None:
+        """This run is being killed though it will exit through Python (gunicorn's worker
+        timeout): freeze the state file as it is and keep it at :meth:`end`, so the next start
+        reports the run with the task it was in. Takes no lock (called from a signal handler)."""
+        self._kept = os.getpid()
+
+    def discard(self) -> None:
+        """A requested stop (SIGTERM) that may not get to :meth:`end`: remove the state file
+        now, so nobody reports this run. Takes no lock (called from a signal handler); an
+        update after it writes to the removed file only."""
+        pid = os.getpid()
+        path = self._path
+        if path and path == self._dir.run_file(pid) and self._kept != pid:  # ours, not a parent's
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
     def end(self) -> None:
-        """Clean stop: remove this process's state file, so nobody reports it."""
+        """Clean stop: remove this process's state file, so nobody reports it (unless kept)."""
         with self._lock:
             if self._owner != os.getpid():
                 return
             self._close()
-            with contextlib.suppress(OSError):
-                os.unlink(self._path)
+            if self._kept != self._owner:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._path)
             self._owner = -1
 
     def _create(self, pid: int) -> None:

@@ -42,6 +42,7 @@ from otel_memory.guards.profiler import start_profiler
 from otel_memory.guards.runstate import RunStateFeed
 from otel_memory.guards.thresholds import ThresholdGuard
 from otel_memory.kernel.readings import MemoryReader, ReadingSource
+from otel_memory.runtime.exits import ExitWatch
 from otel_memory.runtime.periodic import PeriodicLines, archive
 from otel_memory.sinks.dailylog import DailyLogSink, DailyLogWriter
 from otel_memory.sinks.gauges import install_metrics
@@ -107,6 +108,11 @@ class Monitor:
         self._warn_once = warn_once
         self._lock = threading.RLock()
         self._running: _Running | None = None
+        self._exits = ExitWatch(
+            self.stop,
+            discard_run_state=self._discard_run_state,
+            keep_run_state=self._keep_run_state,
+        )
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._after_fork_in_child)
 
@@ -154,6 +160,7 @@ class Monitor:
             if tracer_provider is not None:
                 self._tasks.set_tracer_provider(tracer_provider)
             self._running = running
+            self._exits.install()  # first: a SIGTERM while starting must not leave a run state
             try:
                 self._start_components(running, meter_provider, logger_provider)
             except BaseException:
@@ -179,14 +186,7 @@ class Monitor:
         if monitor.enabled and monitor.log_dir:
             running.daily = DailyLogSink(DailyLogWriter(monitor.log_dir))
             sinks.append(running.daily)
-            running.run_state = self._open_run_state(monitor.log_dir)
-            if running.run_state is not None:
-                dead_runs = running.run_state.begin()
-                if running.run_state.shared():  # another live process writes this file too
-                    running.daily.tag_with_pid(os.getpid())
-                feed = RunStateFeed(running.run_state, self._open_tasks)
-                sinks.append(feed)
-                self._sampler.on_sample = feed.on_sample
+            dead_runs = self._begin_run_state(running, monitor.log_dir, sinks)
         if monitor.export_logs is not ExportLogs.NONE:
             sinks.append(OTelLogSink(monitor.export_logs, logger_provider))
         if monitor.task_histograms:
@@ -234,6 +234,22 @@ class Monitor:
                 notices.dead_run(run)
             self._start_periodic(running)
 
+    def _begin_run_state(self, running: _Running, log_dir: str, sinks: list[Sink]) -> list[DeadRun]:
+        """This process's run state, kept current by a feed; returns the runs that died."""
+        state = running.run_state = self._open_run_state(log_dir)
+        if state is None:
+            return []
+        dead_runs = state.begin()
+        if running.daily is not None and state.shared():  # another live process writes here
+            running.daily.tag_with_pid(os.getpid())
+        process = sys.modules.get("multiprocessing.process")
+        if process is not None and process.parent_process() is not None:
+            self._enter_multiprocessing_child()  # started in a child (spawn, a pool's worker)
+        feed = RunStateFeed(state, self._open_tasks)
+        sinks.append(feed)
+        self._sampler.on_sample = feed.on_sample
+        return dead_runs
+
     def _watch_thresholds(self, running: _Running) -> None:
         """Check every reading against the thresholds (a fresh guard in a forked worker: its
         own RSS crosses them on its own, whatever the parent had crossed)."""
@@ -277,6 +293,7 @@ class Monitor:
             if running.periodic is not None:
                 self._start_periodic(running)
             self._watch_thresholds(running)
+            self._exits.install()  # a gunicorn worker: its master's timeout abort is a death
             util = sys.modules.get("multiprocessing.util")
             if util is not None:  # run after multiprocessing clears its finalizers in the child
                 util.register_after_fork(self, Monitor._enter_multiprocessing_child)
@@ -305,11 +322,24 @@ class Monitor:
     def _enter_multiprocessing_child(self) -> None:
         """A ``multiprocessing`` child ends with ``os._exit()`` (no ``atexit``): its run state is
         ended by multiprocessing's exit finalizers, after the events were written, so a worker
-        that returned is not reported as dead."""
+        that returned is not reported as dead (forked from a running monitor, or started in the
+        child: spawn, forkserver, a pool's initializer)."""
         util = sys.modules.get("multiprocessing.util")
         running = self._running
         if util is not None and running is not None and running.run_state is not None:
             util.Finalize(self, running.run_state.end, exitpriority=-1)
+
+    def _discard_run_state(self) -> None:
+        """A requested stop (SIGTERM): nothing to report, even if the stop does not finish."""
+        running = self._running
+        if running is not None and running.run_state is not None:
+            running.run_state.discard()
+
+    def _keep_run_state(self) -> None:
+        """This process is being killed though it exits through Python: its run state stays."""
+        running = self._running
+        if running is not None and running.run_state is not None:
+            running.run_state.keep()
 
     def _open_run_state(self, log_dir: str) -> RunState | None:
         try:
@@ -331,6 +361,7 @@ class Monitor:
             self._teardown(running)
 
     def _teardown(self, running: _Running) -> None:
+        self._exits.uninstall()
         if self._requests is not None:
             self._requests.enabled = False  # it stays on the provider (the SDK cannot remove it)
             self._requests.on_growth = None

@@ -1,0 +1,134 @@
+"""How a monitored process ends where neither ``stop()`` nor ``atexit`` is reached.
+
+Two endings decide whether the next start reports this run as dead:
+
+* **SIGTERM with its default action** (uvicorn re-raises it after a graceful shutdown; a plain
+  script or a ``multiprocessing`` worker under ``Pool.terminate()``, Kubernetes or systemd
+  stopping a service): the kernel ends the process and nothing of Python runs, so its run
+  state stayed behind and the next start reported a crash. A requested stop is not one: while
+  SIGTERM's action is the default, :class:`ExitWatch` handles it: it removes the run state at
+  once (no lock), stops the monitor (lines, OTel flush) on a helper thread waited for a bounded
+  time (the interrupted code may hold a lock the stop needs), then restores the default action
+  and raises SIGTERM again: the process still ends by SIGTERM, as its parent expects. A handler
+  the host installs, before or after, is left alone.
+* **gunicorn's worker timeout**: the master sends SIGABRT, whose handler exits through
+  ``sys.exit(1)``; the request's span ends and ``atexit`` stops the monitor as for a clean exit.
+  The worker was killed, though: :class:`ExitWatch` wraps gunicorn's ``Worker.handle_abort`` so
+  the run state is kept, frozen on the request it was in, for the replacement to report.
+
+    watch = ExitWatch(monitor.stop, discard_run_state=state.discard, keep_run_state=state.keep)
+    watch.install()      # at start, and again in a forked worker (gunicorn is loaded by then)
+    watch.uninstall()    # at stop: SIGTERM's default action back, if the handler is still ours
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+__all__ = ["ExitWatch"]
+
+STOP_TIMEOUT = 3.0
+"""Seconds SIGTERM waits for the monitor to stop before the process ends anyway."""
+_WRAPPED = "__otel_memory_abort__"
+_log = logging.getLogger("otel_memory")
+
+
+class ExitWatch:
+    """Stops the monitor at a default-action SIGTERM and keeps the run state of a gunicorn
+    worker its master aborts.
+
+    Args:
+        stop: stops the monitor (a clean end: the run state is removed).
+        discard_run_state: removes this process's run state (called from a signal handler:
+            must take no lock).
+        keep_run_state: marks this process's run state as a death to report (same).
+    """
+
+    def __init__(
+        self,
+        stop: Callable[[], None],
+        *,
+        discard_run_state: Callable[[], None],
+        keep_run_state: Callable[[], None],
+    ) -> None:
+        self._stop = stop
+        self._discard_run_state = discard_run_state
+        self._keep_run_state = keep_run_state
+        self._active = False
+
+    def install(self) -> None:
+        """Handle SIGTERM while its action is the default; watch gunicorn's worker abort."""
+        self._active = True
+        if (
+            hasattr(signal, "SIGTERM")
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
+            try:
+                signal.signal(signal.SIGTERM, self._on_sigterm)
+            except (ValueError, OSError) as exc:  # not the main interpreter
+                _log.debug("otel_memory: SIGTERM not watched: %r", exc)
+        self._wrap_gunicorn_abort()
+
+    def uninstall(self) -> None:
+        """Give SIGTERM its default action back if the handler is still this one."""
+        self._active = False
+        if threading.current_thread() is not threading.main_thread():
+            return  # a handler can only be changed from the main thread; it now only re-raises
+        try:
+            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self._active:
+            self._quietly(self._discard_run_state)
+            stopper = threading.Thread(target=self._stop_quietly, name="otel-memory-sigterm")
+            stopper.daemon = True
+            try:
+                stopper.start()
+                stopper.join(STOP_TIMEOUT)
+            except Exception as exc:  # never into the host
+                _log.debug("otel_memory: stop at SIGTERM failed: %r", exc)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # the default action now: the process ends by it
+
+    def _stop_quietly(self) -> None:
+        self._quietly(self._stop)
+
+    @staticmethod
+    def _quietly(call: Callable[[], None]) -> None:
+        try:
+            call()
+        except Exception as exc:  # never into the host's signal handling
+            _log.debug("otel_memory: %r at exit failed: %r", call, exc)
+
+    def _wrap_gunicorn_abort(self) -> None:
+        """Wrap ``gunicorn.workers.base.Worker.handle_abort`` (once per process)."""
+        base = sys.modules.get("gunicorn.workers.base")
+        worker = getattr(base, "Worker", None)
+        original = getattr(worker, "handle_abort", None)
+        if worker is None or original is None or getattr(original, _WRAPPED, False):
+            return
+        keep = self._keep
+
+        @functools.wraps(original)
+        def handle_abort(self: Any, sig: int, frame: FrameType | None) -> Any:
+            keep()
+            return original(self, sig, frame)
+
+        setattr(handle_abort, _WRAPPED, True)
+        worker.handle_abort = handle_abort
+
+    def _keep(self) -> None:
+        if self._active:
+            self._quietly(self._keep_run_state)
