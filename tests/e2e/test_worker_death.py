@@ -1,7 +1,9 @@
 """The worker that died (SPEC v0.3, Servers and workers): a gunicorn worker OOM-killed in a real
 cgroup v1 memory cgroup, in the middle of a Flask request, is reported exactly once by the worker
-that replaces it, naming the route and its last RSS; the server keeps answering. Workers the
-master stops cleanly (SIGTERM, HUP reload, max_requests recycling) are never reported.
+that replaces it, naming the route and its last RSS; the server keeps answering. So is one the
+master's ``--timeout`` kills, whether by SIGABRT (its handler exits through Python: the request
+was in Python code) or by SIGKILL (stuck in a C call). Workers the master stops cleanly
+(SIGTERM, HUP reload, max_requests recycling) are never reported.
 
 Everything is real: ``opentelemetry-instrument gunicorn`` with the flask instrumentation and this
 package's ``memory`` instrumentor (started in the master, carried into each worker by the fork).
@@ -58,6 +60,14 @@ def stuck():
     # Minutes inside one C call that holds the GIL and never checks for signals: the SIGABRT
     # that gunicorn's timeout sends first cannot run its handler, so the master sends SIGKILL.
     return str(sum(range(10**12)))
+
+
+@app.get("/slow")
+def slow():
+    # Python code (the common case): the SIGABRT of gunicorn's timeout runs the worker's handler,
+    # which exits through Python (sys.exit(1)); the request's span ends as in a clean exit.
+    time.sleep(120)
+    return "late"
 '''
 
 
@@ -172,12 +182,17 @@ def test_an_oom_killed_worker_is_reported_once_by_its_replacement(tmp_path, prel
     assert not list((log_dir / STATE_DIR).glob("run-*.json"))  # every other process stopped
 
 
-def test_a_worker_killed_by_the_masters_timeout_is_reported_once(tmp_path):
+@pytest.mark.parametrize(
+    ("route", "worker"),
+    [("/stuck", "sync"), ("/slow", "sync")],
+    ids=["sigkill-in-a-c-call", "sigabrt-in-python"],
+)  # a gthread worker's main loop keeps beating while a request thread is slow: no timeout
+def test_a_worker_killed_by_the_masters_timeout_is_reported_once(tmp_path, route, worker):
     log_dir = tmp_path / "logs"
     port = _free_port()
-    process = _gunicorn(tmp_path, port, "--timeout", "2")
+    process = _gunicorn(tmp_path, port, "--timeout", "2", "--worker-class", worker)
     try:
-        assert _get(port, "/stuck", timeout=60) != 200
+        assert _get(port, route, timeout=60) != 200
         died = _wait(lambda: _died(log_dir), 30, "the replacement's report")
         assert _get(port, "/") == 200
         time.sleep(2)
@@ -187,7 +202,9 @@ def test_a_worker_killed_by_the_masters_timeout_is_reported_once(tmp_path):
     assert "WORKER TIMEOUT" in out, out
     died = _died(log_dir)
     assert len(died) == 1, died
-    assert "Previous Run Died (unknown) during GET /stuck" in died[0], died
+    assert f"Previous Run Died (unknown) during GET {route}" in died[0], died
+    parsed = parse_line(died[0])
+    assert parsed is not None and parsed.rss_mb > 0
 
 
 def test_workers_stopped_cleanly_are_never_reported(tmp_path):
