@@ -1,6 +1,6 @@
 """gunicorn settings that let Prometheus scrape every worker, not only the master.
 
-    OTEL_METRICS_EXPORTER=prometheus OTEL_EXPORTER_PROMETHEUS_PORT=9464 \\
+    OTEL_METRICS_EXPORTER=prometheus OTEL_EXPORTER_PROMETHEUS_HOST=10.0.0.5 \\
     OTEL_MEMORY_PROMETHEUS_TARGETS_DIR=/var/lib/prometheus/targets/myapp \\
     opentelemetry-instrument gunicorn -c examples/gunicorn_prometheus.py -w 4 app:app
 
@@ -9,7 +9,7 @@ master, started before the fork; a forked worker has no such thread, so the mast
 is all Prometheus would ever see, and the master serves no request. Here each worker serves its
 own metrics on a port of its own (chosen by the kernel) and writes a Prometheus
 ``file_sd_configs`` file naming it, which the master removes when the worker exits. Prometheus
-then scrapes each process as a target: every series carries that target's ``instance`` and a
+then scrapes each worker as a target: every series carries that target's ``instance`` and a
 ``process_pid`` label, so no worker's series overwrites another's. Scrape them with:
 
     scrape_configs:
@@ -17,10 +17,16 @@ then scrapes each process as a target: every series carries that target's ``inst
         file_sd_configs:
           - files: ["/var/lib/prometheus/targets/myapp/*.json"]
 
-Needs ``prometheus_client`` (``opentelemetry-exporter-prometheus`` brings it). The master's own
-``/metrics`` (``OTEL_EXPORTER_PROMETHEUS_PORT``) is listed too. Workers listen on the
-exporter's host (``OTEL_EXPORTER_PROMETHEUS_HOST``, ``localhost`` by default); set it to an
+Needs ``prometheus_client`` (``opentelemetry-exporter-prometheus`` brings it). Workers listen on
+the exporter's host (``OTEL_EXPORTER_PROMETHEUS_HOST``, ``localhost`` by default); set it to an
 address Prometheus can reach, and when Prometheus runs elsewhere let it reach any port there.
+
+The master is deliberately not listed, and its own ``/metrics`` (``OTEL_EXPORTER_PROMETHEUS_PORT``)
+should not be scraped: it serves no request, and a collection in the master can hang a worker.
+The SDK (1.45.1 here; opentelemetry-python issue #4345) holds a lock through each collection and
+does not renew it after a fork, so a worker forked while the master is being scraped (a
+replacement worker, at any time) never answers its own ``/metrics``. Unscraped, the master never
+collects.
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ from prometheus_client import start_http_server
 
 TARGETS_DIR = Path(os.environ.get("OTEL_MEMORY_PROMETHEUS_TARGETS_DIR", "prometheus-targets"))
 HOST = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
-MASTER_PORT = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
 
 
 def _target_file(pid: int) -> Path:
@@ -51,11 +56,10 @@ def _write_target(pid: int, port: int) -> None:
 
 
 def on_starting(server):
-    """In the master: forget the targets a previous master left, list this master's."""
+    """In the master: forget the targets a previous master left."""
     TARGETS_DIR.mkdir(parents=True, exist_ok=True)
     for stale in TARGETS_DIR.glob("gunicorn-*.json"):
         stale.unlink()
-    _write_target(os.getpid(), MASTER_PORT)
 
 
 def post_fork(server, worker):
@@ -67,8 +71,3 @@ def post_fork(server, worker):
 def child_exit(server, worker):
     """In the master, once a worker has gone (any cause): stop Prometheus scraping it."""
     _target_file(worker.pid).unlink(missing_ok=True)
-
-
-def on_exit(server):
-    """In the master, at shutdown."""
-    _target_file(os.getpid()).unlink(missing_ok=True)
