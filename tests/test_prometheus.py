@@ -19,19 +19,26 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_server import (
+    PROMETHEUS,
+    PROMTOOL,
+    Prometheus,
+    free_port,
+    get,
+    running_prometheus,
+    stop,
+    wait_for,
+)
 
 from otel_memory.kernel.readings import MB, PsutilReadingSource
 from otel_memory.sinks import gauges as m
@@ -39,8 +46,6 @@ from otel_memory.sinks import gauges as m
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "collector-config"
 APPS = Path(__file__).resolve().parent / "prometheus_apps"
-PROMETHEUS = shutil.which("prometheus")
-PROMTOOL = shutil.which("promtool")
 OPENTELEMETRY_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 
 pytestmark = [
@@ -80,32 +85,6 @@ OUR_PROMETHEUS_NAMES = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def get(url: str, timeout: float = 5) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return bytes(response.read())
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            found = check()
-        except (OSError, ValueError, KeyError) as exc:  # not up yet, or not scraped yet
-            last_error, found = exc, None
-        if found:
-            return found
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error!r})")
-
-
 @dataclass
 class App:
     job: str
@@ -123,17 +102,17 @@ class App:
 
 @dataclass
 class Stack:
-    prometheus_url: str
+    prometheus: Prometheus
     apps: dict[str, App]
     go_file: Path
     started: float
 
+    @property
+    def prometheus_url(self) -> str:
+        return self.prometheus.url
+
     def query(self, promql: str) -> list[dict[str, Any]]:
-        """An instant query's result vector (fails the test on a PromQL error)."""
-        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        body = json.loads(get(url))
-        assert body["status"] == "success", (promql, body)
-        return list(body["data"]["result"])
+        return self.prometheus.query(promql)
 
     def alerts(self) -> list[dict[str, Any]]:
         """Pending and firing alerts."""
@@ -234,32 +213,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         }
         for app in apps.values()
     ]
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    prometheus = subprocess.Popen(
-        [
-            str(PROMETHEUS),
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=(work / "prometheus.out").open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: get(f"{url}/-/ready"), 30, "Prometheus to be ready")
-        yield Stack(url, apps, go_file, time.monotonic())
+        with running_prometheus(work, config) as prometheus:
+            yield Stack(prometheus, apps, go_file, time.monotonic())
     finally:
-        for process in (prometheus, *(app.process for app in apps.values())):
-            process.terminate()
-        for process in (prometheus, *(app.process for app in apps.values())):
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for app in apps.values():
+            stop(app.process)
 
 
 def check(*args: str, cwd: Path = CONFIG_DIR, stdin: bytes | None = None) -> tuple[int, str]:
