@@ -10,7 +10,10 @@ Two endings decide whether the next start reports this run as dead:
   once (no lock), stops the monitor (lines, OTel flush) on a helper thread waited for a bounded
   time (the interrupted code may hold a lock the stop needs), then restores the default action
   and raises SIGTERM again: the process still ends by SIGTERM, as its parent expects. A handler
-  the host installs, before or after, is left alone.
+  the host installs, before or after, is left alone, with one exception: a monitor started
+  inside a running uvicorn server (the app starts it at import) finds uvicorn's own handler,
+  which will restore the default action and re-raise; it is wrapped so that the SIGTERM first
+  removes the run state (the graceful shutdown then goes on as uvicorn's).
 * **gunicorn's worker timeout**: the master sends SIGABRT, whose handler exits through
   ``sys.exit(1)``; the request's span ends and ``atexit`` stops the monitor as for a clean exit.
   The worker was killed, though: :class:`ExitWatch` wraps gunicorn's ``Worker.handle_abort`` so
@@ -67,15 +70,18 @@ class ExitWatch:
     def install(self) -> None:
         """Handle SIGTERM while its action is the default; watch gunicorn's worker abort."""
         self._active = True
-        if (
-            hasattr(signal, "SIGTERM")
-            and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-        ):
-            try:
-                signal.signal(signal.SIGTERM, self._on_sigterm)
-            except (ValueError, OSError) as exc:  # not the main interpreter
-                _log.debug("otel_memory: SIGTERM not watched: %r", exc)
+        if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
+            current = signal.getsignal(signal.SIGTERM)
+            handler: Any = None
+            if current is signal.SIG_DFL:
+                handler = self._on_sigterm
+            elif callable(current) and _is_uvicorn_capture(current):
+                handler = _BeforeUvicorn(self, current)
+            if handler is not None:
+                try:
+                    signal.signal(signal.SIGTERM, handler)
+                except (ValueError, OSError) as exc:  # not the main interpreter
+                    _log.debug("otel_memory: SIGTERM not watched: %r", exc)
         self._wrap_gunicorn_abort()
 
     def uninstall(self) -> None:
@@ -84,8 +90,11 @@ class ExitWatch:
         if threading.current_thread() is not threading.main_thread():
             return  # a handler can only be changed from the main thread; it now only re-raises
         try:
-            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            current = signal.getsignal(signal.SIGTERM)
+            if current == self._on_sigterm:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            elif isinstance(current, _BeforeUvicorn) and current.watch is self:
+                signal.signal(signal.SIGTERM, current.handler)
         except (ValueError, OSError):
             pass
 
@@ -132,3 +141,27 @@ class ExitWatch:
     def _keep(self) -> None:
         if self._active:
             self._quietly(self._keep_run_state)
+
+    def requested_stop(self) -> None:
+        """A SIGTERM the host handles: this run will not be one to report."""
+        if self._active:
+            self._quietly(self._discard_run_state)
+
+
+def _is_uvicorn_capture(handler: object) -> bool:
+    """Whether ``handler`` is a running uvicorn server's, which on a graceful shutdown restores
+    the handler it replaced (the default action) and raises the signal again."""
+    owner = getattr(handler, "__self__", None)
+    return owner is not None and type(owner).__module__.startswith("uvicorn.")
+
+
+class _BeforeUvicorn:
+    """uvicorn's SIGTERM handler, preceded by the removal of this run's state."""
+
+    def __init__(self, watch: ExitWatch, handler: Callable[[int, FrameType | None], Any]) -> None:
+        self.watch = watch
+        self.handler = handler
+
+    def __call__(self, signum: int, frame: FrameType | None) -> Any:
+        self.watch.requested_stop()
+        return self.handler(signum, frame)
