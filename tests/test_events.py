@@ -473,7 +473,8 @@ if mode == "fork":
     disk_stalled = True  # a plain flag, no lock: the fork must not copy one of the test's own
 
     def slow_write(fd, data):
-        while disk_stalled:
+        # The main thread's flush before the fork is not stalled (it would wait for itself).
+        while disk_stalled and threading.current_thread() is not threading.main_thread():
             time.sleep(0.001)
         time.sleep(0.002)
         return os.write(fd, data)
@@ -483,8 +484,9 @@ if mode == "fork":
     threads = [threading.Thread(target=run, args=(n, 5000)) for n in range(8)]
     for t in threads:
         t.start()
-    # The disk stalls until the fork, so the queue fills whatever the machine's speed: the
-    # writer is inside a write (holding the drain lock) and the producers wait for room.
+    # The disk stalls for the other threads until the fork, so the queue fills whatever the
+    # machine's speed: a writer is inside a write (holding the drain lock) or the producers
+    # wait for room, and the fork's flush meets one or the other.
     deadline = time.time() + 60
     while len(events._queue) < events.capacity or not events._waiting:
         assert time.time() < deadline, (len(events._queue), events._waiting)
