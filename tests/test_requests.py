@@ -159,6 +159,7 @@ def test_growth_histogram_links_to_the_request_span(tmp_path, span_exporter, fak
     fake_source.push(reading(rss_mb=100), reading(rss_mb=90))
     with trace.get_tracer("x").start_as_current_span("jobs run", kind=SpanKind.CONSUMER):
         pass
+    monitor.flush()  # the events thread records the histogram, after the spans ended
     spans = _by_name(span_exporter)
     points = {}
     for rm in reader.get_metrics_data().resource_metrics:
@@ -174,6 +175,47 @@ def test_growth_histogram_links_to_the_request_span(tmp_path, span_exporter, fak
         [exemplar] = point.exemplars
         context = spans[name].get_span_context()
         assert (exemplar.trace_id, exemplar.span_id) == (context.trace_id, context.span_id)
+    meters.shutdown()
+
+
+def test_every_request_from_many_threads_is_recorded_and_linked(tmp_path, span_exporter):
+    # GIVEN the monitor with real readings, 8 threads serving 50 requests each
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    monitor.start(_config(tmp_path), meter_provider=meters)
+    tracer = trace.get_tracer("some.instrumentation")
+    start = threading.Barrier(8)
+
+    def serve() -> None:
+        start.wait()
+        for _ in range(50):
+            with tracer.start_as_current_span("GET /items/{id}", kind=SpanKind.SERVER):
+                bytearray(64 * 1024)
+
+    threads = [threading.Thread(target=serve) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # WHEN the events thread has recorded what was queued
+    monitor.flush()
+    # THEN the histogram counts every request, and each exemplar is one of the request spans
+    [point] = [
+        point
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == h.OTEL_MEMORY_REQUEST_RSS_GROWTH
+        for point in metric.data.data_points
+    ]
+    spans = [s for s in span_exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert point.count == len(spans) == 400
+    growths = [s.attributes[attr.RSS_PEAK] - s.attributes[attr.RSS_START] for s in spans]
+    assert point.sum == sum(max(0, g) for g in growths)
+    ids = {(s.context.trace_id, s.context.span_id) for s in spans}
+    assert point.exemplars
+    assert all((e.trace_id, e.span_id) in ids for e in point.exemplars)
+    monitor.stop()
     meters.shutdown()
 
 

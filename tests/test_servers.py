@@ -49,6 +49,7 @@ def metrics_reader(tmp_path) -> Iterator[InMemoryMetricReader]:
 
 
 def growth_points(reader: InMemoryMetricReader) -> dict[str, object]:
+    monitor.flush()  # the events thread records the histogram, after the spans ended
     return {
         point.attributes[h.ATTR_SPAN_NAME]: point
         for rm in reader.get_metrics_data().resource_metrics

@@ -9,6 +9,7 @@ A task's START/END cost the caller one ``deque.append``: formatting, the file wr
 record and the task histograms happen on a daemon thread (``otel-memory-events``) that drains
 the queue in order, a batch at a time, so the daily file gets one ``write`` per batch; with
 nothing queued the thread sleeps until the next event (an idle process pays no wake-ups).
+A request span's end queues its histogram record the same way (:class:`RequestEnd`).
 
 The queue is bounded and loses no daily line (SPEC v0.3). When it is full, the thread that
 produces a line waits for the writer (blocked, without CPU); when the writer makes no room
@@ -81,7 +82,18 @@ class Notice(NamedTuple):
     timestamp: float
 
 
-Event = LineEvent | Notice
+class RequestEnd(NamedTuple):
+    """A request or job span ended: its growth, max(0, peak - start), for the request histogram.
+
+    Recorded on the pipeline's thread, in the span's context (exemplars link to it): the
+    request's own thread pays one ``deque.append`` instead of an SDK histogram record.
+    """
+
+    task: OpenTask
+    growth: int
+
+
+Event = LineEvent | Notice | RequestEnd
 
 
 class Sink(Protocol):

@@ -1,8 +1,7 @@
 """Request and job spans: memory on every SERVER and CONSUMER span, whoever made it.
 
-    requests = RequestSpans(reader, open_tasks, sampler, warn_once)   # the runtime builds it
+    requests = RequestSpans(reader, open_tasks, sampler, events, warn_once)  # the runtime builds it
     requests.install(tracer_provider)       # the monitor: on start (an SDK provider)
-    requests.on_growth = record_growth         # called with (task, growth) in the span's context
     requests.enabled = False                # stop(): the processor stays, does nothing
 
 A span processor: ``on_start`` takes a reading and registers the span as an open task (the
@@ -13,14 +12,13 @@ only, sees it already frozen). So ``on_start`` wraps the span's own ``end``: an 
 attribute that sets ``memory.rss.*`` and ``memory.task.overlap``, then ends the span as the
 SDK does. Every way a span ends (``span.end()``, ``with span``, ``use_span``,
 ``start_as_current_span``) calls ``span.end``, so all are covered; a test fails if an SDK
-changes that. Request spans write no daily-log lines.
+changes that. Request spans write no daily-log lines; each queues a :class:`RequestEnd` for
+the growth histogram, recorded on the events thread (the request's thread pays an append).
 """
 
 from __future__ import annotations
 
-import contextlib
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.context import Context
@@ -28,6 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
+from otel_memory.activity.events import EventPipeline, RequestEnd
 from otel_memory.activity.opentask import REQUEST, OpenTask, OpenTasks, request_stack
 from otel_memory.activity.sampler import PeakSampler
 from otel_memory.activity.tasks import current_owner, peak_of, task_stack
@@ -37,6 +36,7 @@ from otel_memory.kernel.readings import MemoryReader
 
 REQUEST_KINDS = frozenset((SpanKind.SERVER, SpanKind.CONSUMER))
 """The span kinds that get memory attributes: a request served, a job consumed."""
+_SERVER, _CONSUMER = SpanKind.SERVER, SpanKind.CONSUMER
 
 
 class RequestSpans(SpanProcessor):
@@ -46,6 +46,7 @@ class RequestSpans(SpanProcessor):
         reader: takes the readings at the span's start and end.
         open_tasks: where the span is registered while it is open.
         sampler: woken when the span opens while nothing was open.
+        events: receives a :class:`RequestEnd` per measured request (the growth histogram's).
         warn_once: reports failures once, never raising.
     """
 
@@ -54,17 +55,17 @@ class RequestSpans(SpanProcessor):
         reader: MemoryReader,
         open_tasks: OpenTasks,
         sampler: PeakSampler,
+        events: EventPipeline,
         warn_once: WarnOnce,
     ) -> None:
         self._reader = reader
         self._open_tasks = open_tasks
         self._sampler = sampler
+        self._events = events
         self._warn_once = warn_once
         self._installed: weakref.WeakSet[object] = weakref.WeakSet()
         self.enabled = False
         """Whether new request spans get memory (the monitor's ``request_spans`` while running)."""
-        self.on_growth: Callable[[OpenTask, int], None] | None = None
-        """Receives each ended request and its growth (peak - start), in the span's context."""
 
     def install(self, provider: object) -> bool:
         """Add this processor to ``provider`` once (an SDK provider) and enable it."""
@@ -84,7 +85,12 @@ class RequestSpans(SpanProcessor):
 
     def on_start(self, span: Any, parent_context: Context | None = None) -> None:
         """Register a SERVER/CONSUMER span as an open request and wrap its end."""
-        if not self.enabled or span.kind not in REQUEST_KINDS:
+        if not self.enabled:
+            return
+        # Every span of the process passes here: compared by identity, since an Enum's hash
+        # (``in REQUEST_KINDS``) is a Python call.
+        kind = span.kind
+        if kind is not _SERVER and kind is not _CONSUMER:
             return
         try:
             reading = self._reader.read()
@@ -108,7 +114,7 @@ class RequestSpans(SpanProcessor):
             self._warn_once("request start", "otel_memory: request span unmeasured: %r", exc)
 
     def finish(self, task: OpenTask) -> None:
-        """Set the end attributes of a request span that is ending, and feed the histogram."""
+        """Set the end attributes of a request span that is ending, and queue its growth."""
         self._open_tasks.remove(task)
         stack = request_stack.get()
         if stack and stack[-1] is task:
@@ -131,9 +137,8 @@ class RequestSpans(SpanProcessor):
             if start is not None:
                 attributes[attr.RSS_DELTA] = reading.rss - start.rss
         span.set_attributes(attributes)
-        on_growth = self.on_growth
-        if on_growth is not None and start is not None and reading is not None:
-            on_growth(task, max(0, task.peak_rss - start.rss))
+        if start is not None and reading is not None:
+            self._events.put(RequestEnd(task, max(0, task.peak_rss - start.rss)))
 
     def on_end(self, span: ReadableSpan) -> None:
         """Nothing: the attributes were set by the span's own end."""
@@ -151,8 +156,10 @@ class _Ending:
     def __call__(self, end_time: int | None = None) -> None:
         task = self._task
         span = task.span
-        with contextlib.suppress(AttributeError):
-            del span.end  # back to the SDK's method: a second end warns as the SDK does
+        # Back to the SDK's method (a second end warns as the SDK does); ``on_start`` set the
+        # instance attribute, so it is in the span's ``__dict__`` unless it was removed already.
+        # (Not contextlib.suppress around ``del``: three Python calls per request.)
+        vars(span).pop("end", None)
         try:
             self._requests.finish(task)
         except Exception as exc:

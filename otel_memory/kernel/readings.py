@@ -48,6 +48,8 @@ __all__ = [
     "parse_statm",
 ]
 
+_new_tuple = tuple.__new__
+
 ACCELERATED = _proc is not None
 """Whether the compiled ``statm`` reading is installed (see :class:`PsutilReadingSource`)."""
 
@@ -279,8 +281,11 @@ class PsutilReadingSource:
         now = time.monotonic()
         system = self._system if now < self._system_until else self._read_system(now)
         available, total, source, host_available = system
-        return MemoryReading(
-            self._clock(), rss, vms, available, total, None, host_available, source
+        # tuple.__new__ as the named tuple's own _make does: its __new__ is a Python call, and
+        # every task and request boundary takes a reading (the field order is MemoryReading's).
+        return _new_tuple(
+            MemoryReading,
+            (self._clock(), rss, vms, available, total, None, host_available, source),
         )
 
     def read_high_water(self) -> int | None:

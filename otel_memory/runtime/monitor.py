@@ -193,7 +193,7 @@ class Monitor:
             sinks.append(HistogramSink(TaskHistograms(meter_provider)))
         requests = self._requests
         if monitor.request_spans and requests is not None:
-            requests.on_growth = RequestHistogram(meter_provider).record
+            sinks.append(RequestHistogram(meter_provider))
             requests.install(running.providers[0] or trace.get_tracer_provider())
         self._events.set_sinks(sinks)
         self._watch_thresholds(running)
@@ -364,7 +364,6 @@ class Monitor:
         self._exits.uninstall()
         if self._requests is not None:
             self._requests.enabled = False  # it stays on the provider (the SDK cannot remove it)
-            self._requests.on_growth = None
         self._reader.on_reading = None
         self._sampler.on_sample = None
         deep, self._tasks.deep_capture = self._tasks.deep_capture, None

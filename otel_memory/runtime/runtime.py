@@ -50,7 +50,9 @@ class Runtime:
         self.tasks = Tasks(self.reader, self.open_tasks, self.sampler, self.events, self.warn_once)
         if tracer_provider is not None:
             self.tasks.set_tracer_provider(tracer_provider)
-        self.requests = RequestSpans(self.reader, self.open_tasks, self.sampler, self.warn_once)
+        self.requests = RequestSpans(
+            self.reader, self.open_tasks, self.sampler, self.events, self.warn_once
+        )
         self.monitor = Monitor(
             self.reader,
             self.tasks,

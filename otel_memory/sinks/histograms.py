@@ -1,10 +1,10 @@
 """The histograms fed from the events thread: ``otel_memory.task.rss.growth`` and
 ``otel_memory.task.rss.retained``, one record per task run in the task span's context; and
-``otel_memory.request.rss.growth``, recorded as each request span ends (its own thread).
+``otel_memory.request.rss.growth``, one record per request or job span in that span's context.
 
     histograms = TaskHistograms(provider)               # one per meter provider
     histograms.record("Nations Dump", growth=300 * MB, retained=12 * MB, context=span_context)
-    pipeline.set_sinks([..., HistogramSink(histograms)])
+    pipeline.set_sinks([..., HistogramSink(histograms), RequestHistogram(provider)])
 
 Exemplars then link each record to its trace. Series stay bounded: at most ``max_names`` task
 names, later ones as ``other``.
@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 
 from otel_memory.activity.census import OTHER
-from otel_memory.activity.events import Event, LineEvent
+from otel_memory.activity.events import Event, LineEvent, RequestEnd
 from otel_memory.activity.opentask import OpenTask
 from otel_memory.base.diagnostics import WarnOnce
 from otel_memory.base.logline import Marker
@@ -112,7 +112,8 @@ class TaskHistograms:
 
 
 class RequestHistogram:
-    """``otel_memory.request.rss.growth``: one record per request or job span, by span name.
+    """``otel_memory.request.rss.growth``: one record per request or job span, by span name; a
+    sink of the events pipeline, which carries each span's :class:`RequestEnd`.
 
     Args:
         meter_provider: where the histogram lives; the global provider by default.
@@ -155,6 +156,16 @@ class RequestHistogram:
             self.growth.record(growth, self._attributes_of(name), context=context)
         except Exception as exc:  # instrumentation never raises into the host
             self._warn_once("request", "otel_memory: request histogram skipped: %r", exc)
+
+    def write(self, batch: Sequence[Event]) -> None:
+        """Record the request ends of ``batch``."""
+        record = self.record
+        for event in batch:
+            if isinstance(event, RequestEnd):
+                record(event.task, event.growth)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class HistogramSink:

@@ -71,7 +71,7 @@ class OTelLogSink:
                     attributes=event.attributes,
                     event_name=event.event_name,
                 )
-            elif every_line or event.marker is Marker.CHECK:
+            elif isinstance(event, LineEvent) and (every_line or event.marker is Marker.CHECK):
                 self._emit_line(event, observed)
 
     def _emit_line(self, event: LineEvent, observed: int) -> None:
