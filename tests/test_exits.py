@@ -38,6 +38,17 @@ set_active_task("Nations Dump Processing")
 held = bytearray(30 * 1024 * 1024)
 held[::4096] = b"x" * len(range(0, len(held), 4096))
 time.sleep(0.3)  # the run state records the task (the sampler, every 0.1 s)
+if mode == "chained":  # a handler of the host's, installed later, calls the one it found
+    import signal
+    found = signal.getsignal(signal.SIGTERM)
+
+    def graceful(signum, frame):
+        if callable(found):
+            found(signum, frame)
+        print("graceful", flush=True)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, graceful)
 if mode == "holding":  # the main thread holds the lock the run state's stop needs
     lock = get_runtime().monitor._running.run_state._lock
     with lock:
@@ -95,6 +106,18 @@ def test_a_sigterm_while_the_stop_cannot_finish_still_ends_and_reports_nothing(t
     # THEN it ends by SIGTERM within the stop's bound, and its run is not reported as dead
     assert service.wait(timeout=30) == -signal.SIGTERM
     assert time.monotonic() - started < STOP_TIMEOUT + 10
+    assert claim_dead_runs(log_dir) == []
+
+
+def test_a_host_handler_that_chains_to_the_monitors_keeps_its_own_shutdown(tmp_path):
+    # GIVEN a host that installs its SIGTERM handler after start() and chains to the one found
+    service, log_dir = _run_until_ready(tmp_path, "chained")
+    # WHEN it is sent SIGTERM
+    service.send_signal(signal.SIGTERM)
+    # THEN the host's shutdown runs to its end (the monitor's handler does not end the process)
+    assert service.wait(timeout=30) == 0
+    assert service.stdout is not None and service.stdout.read().strip() == "graceful"
+    assert _lines(log_dir)[-1].name == "Monitor Stopped"  # atexit's stop()
     assert claim_dead_runs(log_dir) == []
 
 

@@ -99,6 +99,11 @@ class ExitWatch:
             pass
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if signal.getsignal(signal.SIGTERM) != self._on_sigterm:
+            # Called by a handler the host installed later, which chains to the one it found:
+            # the host owns this SIGTERM (had it found the default action, it could not have
+            # called it), so the process is not ended here.
+            return
         if self._active:
             self._quietly(self._discard_run_state)
             stopper = threading.Thread(target=self._stop_quietly, name="otel-memory-sigterm")
