@@ -138,11 +138,15 @@ def export_logs_values() -> tuple[str, str | bool]:
     return "events", "all"
 
 
-def run_worker(script: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Run ``script --worker <spec>`` in a fresh interpreter; its last stdout line is JSON."""
+def run_worker(
+    script: str, spec: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Run ``script --worker <spec>`` in a fresh interpreter (``env`` added to the environment);
+    its last stdout line is JSON."""
     done = subprocess.run(
         [sys.executable, script, "--worker", json.dumps(spec)],
         capture_output=True, text=True, check=False,
+        env={**os.environ, **env} if env else None,
     )
     if done.returncode != 0:
         raise RuntimeError(f"worker {spec} failed:\n{done.stderr[-4000:]}")

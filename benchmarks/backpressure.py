@@ -10,7 +10,10 @@ the monitor started (daily log in a temp dir, default config):
   queue has filled and the allocator's pools hold what a full queue needs) and again after the
   last line is written; the growth between them, per task after warm-up, is the backlog's cost.
   ``monitor stopped`` is the floor (spans only: the SDK and the allocator grow too); the row
-  with a queue of 100,000 events is v0.2's size, kept for comparison.
+  with a queue of 100,000 events is v0.2's size, kept for comparison. The ``1 arena`` rows run
+  with ``MALLOC_ARENA_MAX=1``: glibc gives each of the 8 threads a malloc arena of its own,
+  which grows lazily after the warm-up whatever the threads do; with one arena that growth is
+  gone and what remains is the monitor's and the SDK's own.
 * ``worker``: one thread, 10,000 tasks: the caller's CPU per task in the parent and in a forked
   child, where a task's END writes the queue in the caller (the child may end with
   ``os._exit()`` as soon as its work returns).
@@ -151,14 +154,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(python_line())
     print(f"\nburst: {args.threads} threads, {args.tasks:,} empty tasks in all, at full speed")
-    print(f"{'queue':<18}{'lines expected':>16}{'written':>10}{'dropped':>9}{'max queued':>12}"
+    print(f"{'queue':<27}{'lines expected':>16}{'written':>10}{'dropped':>9}{'max queued':>12}"
           f"{'tasks/s':>9}{'RSS warm MB':>13}{'growth MB':>11}{'B/task':>8}")
-    for capacity in (-1, 0, 100_000):
+    one_arena = {"MALLOC_ARENA_MAX": "1"}
+    for capacity, env in ((-1, None), (0, None), (100_000, None), (-1, one_arena), (0, one_arena)):
         r = run_worker(__file__, {"kind": "burst", "tasks": args.tasks, "threads": args.threads,
-                                  "capacity": capacity})
+                                  "capacity": capacity}, env)
         growth = r["end_rss"] - r["warm_rss"]
         label = {-1: "monitor stopped", 0: "default (2,048)"}.get(capacity, f"{capacity:,} (v0.2)")
-        print(f"{label:<18}{r['expected']:>16,}{r['written']:>10,}{r['dropped']:>9,}"
+        label += ", 1 arena" if env else ""
+        print(f"{label:<27}{r['expected']:>16,}{r['written']:>10,}{r['dropped']:>9,}"
               f"{r['longest']:>12,}{r['rate']:>9,.0f}{r['warm_rss'] / 2**20:>13.1f}"
               f"{growth / 2**20:>11.2f}{growth / r['after']:>8.1f}")
     r = run_worker(__file__, {"kind": "worker", "calls": args.calls})
