@@ -22,8 +22,10 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
 
+from otel_memory.base.config import config_from_dict
 from otel_memory.sinks import forksafe
 from otel_memory.sinks.forksafe import collection_locks, hold_collections_across_fork
+from otel_memory.sinks.gauges import install_metrics
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -233,3 +235,11 @@ def test_the_sdks_private_collection_locks_are_where_we_look():
     assert type(locks[0].current()) is type(threading.Lock())
     assert all(type(held.current()) is type(threading.RLock()) for held in locks[1:])
 
+
+def test_install_metrics_holds_its_providers_collections_across_forks():
+    provider, _ = sdk()
+    config = config_from_dict(
+        {"general": {"monitoring": {"memory_profiling": {"enabled": False}}}}
+    )
+    install_metrics(config, meter_provider=provider).close()
+    assert not hold_collections_across_fork(provider)
