@@ -14,13 +14,19 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from opentelemetry.metrics import NoOpMeterProvider, Observation
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 
 from otel_memory.base.config import config_from_dict
 from otel_memory.sinks import forksafe
@@ -112,7 +118,7 @@ def fork_and_run(child: Callable[[], bool], timeout: float = 5.0) -> tuple[int |
 
 
 @pytest.fixture
-def collecting() -> Iterator[Callable[..., tuple[MeterProvider, InMemoryMetricReader, BlockingGauge]]]:
+def collecting():
     """A provider whose collection is in progress on a background thread, blocked in a callback."""
     started: list[tuple[BlockingGauge, threading.Thread]] = []
 
@@ -170,6 +176,53 @@ def test_a_collection_stuck_past_the_bound_delays_the_fork_by_the_bound_only(col
     assert collects(reader)
 
 
+class BlockingExporter(MetricExporter):
+    """An exporter whose first export in the parent blocks until released (a slow network)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parent = os.getpid()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.exported = 0
+
+    def export(self, metrics_data, timeout_millis=10_000, **kwargs) -> MetricExportResult:
+        if os.getpid() == self.parent and not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(30)
+        self.exported += 1
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis=10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis=30_000, **kwargs) -> None:
+        pass
+
+
+@pytest.mark.parametrize("protected", [True, False])
+def test_a_child_forked_during_an_export_exports(protected):
+    # GIVEN a periodic reader's export in progress (it holds the reader's export lock)
+    exporter = BlockingExporter()
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider, _ = sdk(lambda options: [Observation(1)], reader)
+    if protected:
+        assert hold_collections_across_fork(provider)
+    exporting = threading.Thread(target=reader.collect)
+    exporting.start()
+    try:
+        assert exporter.entered.wait(5)
+        # WHEN the main thread forks
+        code, forked = fork_and_run(lambda: reader.collect() or exporter.exported == 1, timeout=3)
+    finally:
+        exporter.release.set()
+        exporting.join(10)
+        provider.shutdown()
+    # THEN the fork did not wait for the export, and the child exports with a new lock
+    assert forked < 0.3
+    assert code == (0 if protected else HUNG)
+
+
 def test_a_callback_that_forks_does_not_wait_for_its_own_collection():
     forks: dict[str, float | int | bool] = {}
     parent = os.getpid()
@@ -225,21 +278,26 @@ def test_a_provider_that_is_not_the_sdks_is_ignored(provider):
 
 def test_the_sdks_private_collection_locks_are_where_we_look():
     """Fails when an SDK release moves them: then forked workers are unprotected again."""
-    readers = [InMemoryMetricReader(), InMemoryMetricReader()]
+    periodic = PeriodicExportingMetricReader(BlockingExporter(), export_interval_millis=3_600_000)
+    readers = [InMemoryMetricReader(), periodic]
     provider = MeterProvider(metric_readers=readers, shutdown_on_exit=False)
     locks = collection_locks(provider)
     consumer = provider._measurement_consumer
-    assert [(held.owner, held.name) for held in locks] == [(consumer, "_lock")] + [
-        (consumer._reader_storages[reader], "_lock") for reader in readers
+    storages = consumer._reader_storages
+    assert [(held.owner, held.name, held.waits) for held in locks] == [
+        (consumer, "_lock", True),
+        (storages[readers[0]], "_lock", True),
+        (storages[periodic], "_lock", True),
+        (periodic, "_export_lock", False),
     ]
-    assert type(locks[0].current()) is type(threading.Lock())
-    assert all(type(held.current()) is type(threading.RLock()) for held in locks[1:])
+    lock, rlock = type(threading.Lock()), type(threading.RLock())
+    assert [type(held.current()) for held in locks] == [lock, rlock, rlock, lock]
+    assert all(type(held.new()) is type(held.current()) for held in locks)
+    provider.shutdown()
 
 
 def test_install_metrics_holds_its_providers_collections_across_forks():
     provider, _ = sdk()
-    config = config_from_dict(
-        {"general": {"monitoring": {"memory_profiling": {"enabled": False}}}}
-    )
+    config = config_from_dict({"general": {"monitoring": {"memory_profiling": {"enabled": False}}}})
     install_metrics(config, meter_provider=provider).close()
     assert not hold_collections_across_fork(provider)

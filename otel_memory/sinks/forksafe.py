@@ -44,11 +44,13 @@ class _Lock(Protocol):
 
 @dataclass(frozen=True)
 class CollectionLock:
-    """One SDK lock a collection holds: ``getattr(owner, name)``, and how to make a new one."""
+    """One SDK lock a collection holds: ``getattr(owner, name)``, how to make a new one, and
+    whether a fork waits for it (within the bound) or only renews it in the child."""
 
     owner: object
     name: str
     new: Callable[[], _Lock]
+    waits: bool = True
 
     def current(self) -> _Lock:
         """The lock the owner holds now (the SDK reads the attribute at each use)."""
@@ -62,8 +64,11 @@ def collection_locks(meter_provider: object) -> list[CollectionLock]:
     ``SynchronousMeasurementConsumer._lock`` is held through each whole collection. Each reader's
     ``MetricReaderStorage._lock`` is held inside it while the storage is read, and also outside
     it, briefly, by a thread recording an instrument's first measurement: the one case the
-    consumer lock does not cover. The per-stream aggregation locks are left alone: many, held for
-    microseconds by a record and never while user code runs.
+    consumer lock does not cover. A ``PeriodicExportingMetricReader``'s ``_export_lock`` is held
+    after the collection, through the exporter's network call, and is not renewed after a fork
+    either; a fork does not wait for an export (it may take the export timeout), the child gets
+    a new lock. The per-stream aggregation locks are left alone: many, held for microseconds by
+    a record and never while user code runs.
     """
     consumer = getattr(meter_provider, "_measurement_consumer", None)
     if not _is_lock(getattr(consumer, "_lock", None)):
@@ -75,6 +80,11 @@ def collection_locks(meter_provider: object) -> list[CollectionLock]:
             CollectionLock(storage, "_lock", threading.RLock)
             for storage in storages.values()
             if _is_lock(getattr(storage, "_lock", None))
+        ]
+        locks += [
+            CollectionLock(reader, "_export_lock", threading.Lock, waits=False)
+            for reader in storages
+            if _is_lock(getattr(reader, "_export_lock", None))
         ]
     return locks
 
@@ -113,7 +123,7 @@ class _ForkGate:
             provider = self._provider()
             if provider is None:
                 return
-            consumer, *storages = collection_locks(provider)
+            consumer, *inner = collection_locks(provider)
             taken: list[tuple[CollectionLock, _Lock | None]] = []
             self._taken[threading.get_ident()] = taken
             deadline = time.monotonic() + self._wait
@@ -124,9 +134,9 @@ class _ForkGate:
                 taken.append((consumer, lock if lock.acquire(True, self._wait) else None))
             # else this thread forks from inside a collection (a callback): the lock is its own,
             # it releases it in the child too, and waiting for it would only time out.
-            for held in storages:
+            for held in inner:
                 lock = held.current()
-                remaining = max(0.0, deadline - time.monotonic())
+                remaining = max(0.0, deadline - time.monotonic()) if held.waits else 0.0
                 taken.append((held, lock if lock.acquire(True, remaining) else None))
         except Exception:  # an at-fork handler must not break the host's fork
             return
