@@ -120,10 +120,10 @@ class _ForkGate:
     def before(self) -> None:
         """Take each lock, waiting for a running collection up to the bound in all."""
         try:
-            provider = self._provider()
-            if provider is None:
+            locks = collection_locks(self._provider())
+            if not locks:
                 return
-            consumer, *inner = collection_locks(provider)
+            consumer, *inner = locks
             taken: list[tuple[CollectionLock, _Lock | None]] = []
             self._taken[threading.get_ident()] = taken
             deadline = time.monotonic() + self._wait
@@ -144,7 +144,7 @@ class _ForkGate:
     def after_in_parent(self) -> None:
         """Release what ``before`` took; say once when a collection outlasted the wait."""
         for held, lock in self._taken.pop(threading.get_ident(), []):
-            if lock is None:
+            if lock is None and held.waits:
                 _warn(
                     "fork-collection",
                     "A metrics collection was still running %.1f s after a fork began; the "
@@ -153,7 +153,7 @@ class _ForkGate:
                     type(held.owner).__name__,
                     held.name,
                 )
-            else:
+            elif lock is not None:
                 _release(lock)
 
     def after_in_child(self) -> None:
