@@ -22,11 +22,9 @@ the exporter's host (``OTEL_EXPORTER_PROMETHEUS_HOST``, ``localhost`` by default
 address Prometheus can reach, and when Prometheus runs elsewhere let it reach any port there.
 
 The master is deliberately not listed, and its own ``/metrics`` (``OTEL_EXPORTER_PROMETHEUS_PORT``)
-should not be scraped: it serves no request, and a collection in the master can hang a worker.
-The SDK (1.45.1 here; opentelemetry-python issue #4345) holds a lock through each collection and
-does not renew it after a fork, so a worker forked while the master is being scraped (a
-replacement worker, at any time) never answers its own ``/metrics``. Unscraped, the master never
-collects.
+need not be scraped: it serves no request. A collection in the master could also hang a worker
+forked during it (the SDK's collection lock, opentelemetry-python issue #4345); the monitor now
+holds that lock across each fork (``docs/workers.md``), but unscraped, the master never collects.
 """
 
 from __future__ import annotations

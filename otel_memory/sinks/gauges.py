@@ -39,6 +39,7 @@ from otel_memory.base.memory import MemoryReading
 from otel_memory.base.trend import slope_per_hour
 from otel_memory.base.version import __version__
 from otel_memory.kernel.readings import PsutilReadingSource, ReadingSource
+from otel_memory.sinks.forksafe import hold_collections_across_fork
 from otel_memory.sinks.histograms import (
     METER_NAME,
     OTEL_MEMORY_TASK_RSS_GROWTH,
@@ -570,12 +571,15 @@ def install_metrics(
     without it the trend reports nothing). ``reading_source`` is a source, or a function returning
     the current one (the runtime's, looked up every cycle); default: this process via psutil.
     One handle reports per meter provider: installing again replaces the
-    previous handle.
+    previous handle. An SDK provider's collections are held across forks from then on
+    (:func:`~otel_memory.sinks.forksafe.hold_collections_across_fork`), so a forked worker can
+    still export its own series.
     """
     handle = MetricsHandle(config, _source_getter(reading_source), profiler, is_idle, take)
     if events_dropped is not None:
         handle.callbacks[OTEL_MEMORY_EVENTS_DROPPED] = _count_callback(handle, events_dropped)
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+    hold_collections_across_fork(provider)
     meter = metrics.get_meter(METER_NAME, __version__, provider)
     with _slots_lock:
         slot = _slots.get(provider)

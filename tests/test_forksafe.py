@@ -1,0 +1,303 @@
+"""A process forked while its parent's SDK collects metrics can still collect its own
+(opentelemetry-python issue #4345): real SDK, real threads, real ``os.fork()``.
+
+Every child exits through ``os._exit`` with 0 for success; the parent kills a child that has not
+exited in time, so a hang fails the test instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+import pytest
+from opentelemetry.metrics import NoOpMeterProvider, Observation
+from opentelemetry.metrics._internal import _ProxyMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+
+from otel_memory.base.config import config_from_dict
+from otel_memory.sinks import forksafe
+from otel_memory.sinks.forksafe import collection_locks, hold_collections_across_fork
+from otel_memory.sinks.gauges import install_metrics
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+HUNG = None
+
+
+class BlockingGauge:
+    """An observable callback whose first call in the parent blocks until released."""
+
+    def __init__(self) -> None:
+        self.parent = os.getpid()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, options):
+        if os.getpid() == self.parent and not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(30)
+        yield Observation(1)
+
+
+class LatestReader(MetricReader):
+    """Keeps the last collection without a lock of its own, as the Prometheus reader does.
+
+    ``InMemoryMetricReader`` holds its own lock through a whole collection, so a child forked
+    while a collection is stuck would wait on the test's reader rather than on the SDK.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = None
+
+    def _receive_metrics(self, metrics_data, timeout_millis=10_000, **kwargs) -> None:
+        self.data = metrics_data
+
+    def shutdown(self, timeout_millis=30_000, **kwargs) -> None:
+        pass
+
+    def get_metrics_data(self):
+        self.collect()
+        data, self.data = self.data, None
+        return data
+
+
+def sdk(gauge: Callable | None = None, reader=None) -> tuple[MeterProvider, InMemoryMetricReader]:
+    reader = reader or InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    if gauge is not None:
+        provider.get_meter("test").create_observable_gauge("test.gauge", [gauge])
+    return provider, reader
+
+
+def collects(reader: InMemoryMetricReader) -> bool:
+    data = reader.get_metrics_data()
+    return data is not None and bool(data.resource_metrics)
+
+
+def wait_child(pid: int, timeout: float) -> int | None:
+    """The child's exit code, or ``HUNG`` (it was killed) when it ran past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return HUNG
+
+
+def fork_and_run(child: Callable[[], bool], timeout: float = 5.0) -> tuple[int | None, float]:
+    """Fork; the child runs ``child`` and exits 0 if it returned true. Returns the child's exit
+    code (``HUNG`` if killed) and how long ``os.fork()`` took in the parent."""
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if child() else 1
+        finally:
+            os._exit(code)
+    forked = time.monotonic() - start
+    return wait_child(pid, timeout), forked
+
+
+@pytest.fixture
+def collecting():
+    """A provider whose collection is in progress on a background thread, blocked in a callback."""
+    started: list[tuple[BlockingGauge, threading.Thread]] = []
+
+    def start(protected: bool, wait: float = forksafe.FORK_WAIT_SECONDS, reader=None):
+        gauge = BlockingGauge()
+        provider, reader = sdk(gauge, reader)
+        if protected:
+            assert hold_collections_across_fork(provider, wait)
+        thread = threading.Thread(target=reader.get_metrics_data, daemon=True)
+        thread.start()
+        assert gauge.entered.wait(5)
+        started.append((gauge, thread))
+        return provider, reader, gauge
+
+    yield start
+    for gauge, thread in started:
+        gauge.release.set()
+        thread.join(10)
+
+
+def test_a_child_forked_during_a_collection_collects(collecting):
+    # GIVEN a collection running in a callback for another 0.5 s
+    _, reader, gauge = collecting(protected=True)
+    threading.Timer(0.5, gauge.release.set).start()
+    # WHEN the main thread forks
+    code, forked = fork_and_run(lambda: collects(reader))
+    # THEN the fork waited for the collection, and the child collects
+    assert code == 0
+    assert 0.3 < forked < forksafe.FORK_WAIT_SECONDS
+    assert collects(reader)
+
+
+def test_without_it_the_child_hangs_so_the_sdk_still_needs_it(collecting):
+    _, reader, _ = collecting(protected=False)
+    code, forked = fork_and_run(lambda: collects(reader), timeout=3)
+    assert forked < 0.3
+    assert code is HUNG, (
+        "the SDK renews its collection lock after a fork now (opentelemetry-python #4345): "
+        "otel_memory.sinks.forksafe can go"
+    )
+
+
+def test_a_collection_stuck_past_the_bound_delays_the_fork_by_the_bound_only(collecting, caplog):
+    # GIVEN a callback that blocks far longer than the 0.5 s bound
+    _, reader, gauge = collecting(protected=True, wait=0.5, reader=LatestReader())
+    caplog.set_level(logging.WARNING, logger="otel_memory")
+    # WHEN the main thread forks
+    code, forked = fork_and_run(lambda: collects(reader))
+    # THEN the fork took about the bound, the child collects with a new lock
+    assert code == 0
+    assert 0.45 < forked < 1.5
+    assert "still running 0.5 s after a fork began" in caplog.text
+    # AND the parent's collection, once it ends, left the lock free
+    gauge.release.set()
+    assert collects(reader)
+
+
+class BlockingExporter(MetricExporter):
+    """An exporter whose first export in the parent blocks until released (a slow network)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parent = os.getpid()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.exported = 0
+
+    def export(self, metrics_data, timeout_millis=10_000, **kwargs) -> MetricExportResult:
+        if os.getpid() == self.parent and not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(30)
+        self.exported += 1
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis=10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis=30_000, **kwargs) -> None:
+        pass
+
+
+@pytest.mark.parametrize("protected", [True, False])
+def test_a_child_forked_during_an_export_exports(protected):
+    # GIVEN a periodic reader's export in progress (it holds the reader's export lock)
+    exporter = BlockingExporter()
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider, _ = sdk(lambda options: [Observation(1)], reader)
+    if protected:
+        assert hold_collections_across_fork(provider)
+    exporting = threading.Thread(target=reader.collect)
+    exporting.start()
+    try:
+        assert exporter.entered.wait(5)
+        # WHEN the main thread forks
+        code, forked = fork_and_run(lambda: reader.collect() or exporter.exported == 1, timeout=3)
+    finally:
+        exporter.release.set()
+        exporting.join(10)
+        provider.shutdown()
+    # THEN the fork did not wait for the export, and the child exports with a new lock
+    assert forked < 0.3
+    assert code == (0 if protected else HUNG)
+
+
+def test_a_callback_that_forks_does_not_wait_for_its_own_collection():
+    forks: dict[str, float | int | bool] = {}
+    parent = os.getpid()
+
+    def forking(options):
+        if os.getpid() == parent and not forks:
+            start = time.monotonic()
+            pid = os.fork()
+            if pid == 0:
+                forks["child"] = True
+            else:
+                forks.update(pid=pid, seconds=time.monotonic() - start)
+        yield Observation(1)
+
+    provider, reader = sdk(forking)
+    assert hold_collections_across_fork(provider)
+    try:
+        assert collects(reader)
+    finally:
+        if forks.get("child"):
+            # The child finished the collection it was forked in; it can collect again.
+            os._exit(0 if collects(reader) else 1)
+    assert wait_child(int(forks["pid"]), 5) == 0
+    assert forks["seconds"] < 0.5 < forksafe.FORK_WAIT_SECONDS
+
+
+def test_each_provider_registers_once():
+    provider, reader = sdk(lambda options: [Observation(1)])
+    assert hold_collections_across_fork(provider)
+    assert not hold_collections_across_fork(provider)
+    # Registered twice, the second hook would wait the bound for the lock the first one holds.
+    code, forked = fork_and_run(lambda: collects(reader))
+    assert code == 0
+    assert forked < 0.5
+
+
+def test_no_provider_is_kept_alive():
+    provider, _ = sdk(lambda options: [Observation(1)])
+    assert hold_collections_across_fork(provider)
+    gone = weakref.ref(provider)
+    del provider
+    gc.collect()
+    assert gone() is None
+    code, _ = fork_and_run(lambda: True)
+    assert code == 0
+
+
+@pytest.mark.parametrize("provider", [NoOpMeterProvider(), _ProxyMeterProvider()])
+def test_a_provider_that_is_not_the_sdks_is_ignored(provider):
+    assert collection_locks(provider) == []
+    assert not hold_collections_across_fork(provider)
+
+
+def test_the_sdks_private_collection_locks_are_where_we_look():
+    """Fails when an SDK release moves them: then forked workers are unprotected again."""
+    periodic = PeriodicExportingMetricReader(BlockingExporter(), export_interval_millis=3_600_000)
+    readers = [InMemoryMetricReader(), periodic]
+    provider = MeterProvider(metric_readers=readers, shutdown_on_exit=False)
+    locks = collection_locks(provider)
+    consumer = provider._measurement_consumer
+    storages = consumer._reader_storages
+    assert [(held.owner, held.name, held.waits) for held in locks] == [
+        (consumer, "_lock", True),
+        (storages[readers[0]], "_lock", True),
+        (storages[periodic], "_lock", True),
+        (periodic, "_export_lock", False),
+    ]
+    lock, rlock = type(threading.Lock()), type(threading.RLock())
+    assert [type(held.current()) for held in locks] == [lock, rlock, rlock, lock]
+    assert all(type(held.new()) is type(held.current()) for held in locks)
+    provider.shutdown()
+
+
+def test_install_metrics_holds_its_providers_collections_across_forks():
+    provider, _ = sdk()
+    config = config_from_dict({"general": {"monitoring": {"memory_profiling": {"enabled": False}}}})
+    install_metrics(config, meter_provider=provider).close()
+    assert not hold_collections_across_fork(provider)
