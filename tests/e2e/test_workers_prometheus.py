@@ -9,8 +9,8 @@ worker serves its own ``/metrics`` on a port of its own and lists it for Prometh
 (``instance`` and ``process_pid`` apart), the holder's 150 MB above the other's, and each
 worker's ``otel_memory.request.rss.growth`` counting exactly the requests that worker served.
 A worker the master then replaces leaves Prometheus, and its replacement is scraped (the master
-itself is no target: a worker forked while the master is being collected hangs on an SDK lock,
-see the recipe).
+itself is no target: it serves no request, and its ``target_info`` would be the one a worker
+forked after its first collection reports; see the recipe).
 
 Why scraping and not a push: Prometheus before 2.47 has no OTLP receiver, and the remote-write
 exporter (``opentelemetry-exporter-prometheus-remote-write``) can not be chosen with
