@@ -108,6 +108,7 @@ class Monitor:
         self._warn_once = warn_once
         self._lock = threading.RLock()
         self._running: _Running | None = None
+        self._stopping: _Running | None = None
         self._exits = ExitWatch(
             self.stop,
             discard_run_state=self._discard_run_state,
@@ -329,17 +330,22 @@ class Monitor:
         if util is not None and running is not None and running.run_state is not None:
             util.Finalize(self, running.run_state.end, exitpriority=-1)
 
+    def _run_state(self) -> RunState | None:
+        """The run state of the running monitor, or of the one being stopped."""
+        running = self._running or self._stopping
+        return running.run_state if running is not None else None
+
     def _discard_run_state(self) -> None:
         """A requested stop (SIGTERM): nothing to report, even if the stop does not finish."""
-        running = self._running
-        if running is not None and running.run_state is not None:
-            running.run_state.discard()
+        state = self._run_state()
+        if state is not None:
+            state.discard()
 
     def _keep_run_state(self) -> None:
         """This process is being killed though it exits through Python: its run state stays."""
-        running = self._running
-        if running is not None and running.run_state is not None:
-            running.run_state.keep()
+        state = self._run_state()
+        if state is not None:
+            state.keep()
 
     def _open_run_state(self, log_dir: str) -> RunState | None:
         try:
@@ -358,10 +364,13 @@ class Monitor:
             if running.config.monitor.enabled:
                 self.write_check_line(STOPPED)
             self._running = None
-            self._teardown(running)
+            self._stopping = running  # a SIGTERM meanwhile still finds its run state
+            try:
+                self._teardown(running)
+            finally:
+                self._stopping = None
 
     def _teardown(self, running: _Running) -> None:
-        self._exits.uninstall()
         if self._requests is not None:
             self._requests.enabled = False  # it stays on the provider (the SDK cannot remove it)
         self._reader.on_reading = None
@@ -378,6 +387,7 @@ class Monitor:
         self._events.close()
         if running.run_state is not None:
             running.run_state.end()
+        self._exits.uninstall()  # last: a SIGTERM until the run state has ended is still ours
         _flush_providers(running.providers)
         if running.previous_source is not None:
             self._reader.set_source(running.previous_source)
