@@ -156,12 +156,14 @@ def test_flask_on_gunicorn_two_workers(tmp_path):
         assert len(instances) >= 3, instances
 
 
-def test_fastapi_on_uvicorn(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
+def test_fastapi_on_uvicorn(tmp_path, workers):
     port = _free_port()
     command = [
         str(BIN / "opentelemetry-instrument"),
         str(BIN / "uvicorn"),
         "--app-dir", "examples", "fastapi_app:app", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers),
     ]  # fmt: skip
     with OTLPReceiver() as receiver, serving(command, port, _env(receiver, tmp_path)):
         paths = [f"/items/{i}" for i in range(REQUESTS)]
@@ -169,6 +171,18 @@ def test_fastapi_on_uvicorn(tmp_path):
         assert load(port, ["/report?mb=150"]) == [200]
         time.sleep(1.5)
         check_request_spans(receiver, REQUESTS + 1, "GET /report")
+        if workers > 1:  # each spawned worker runs its own monitor, under its own identity
+            served_by = {
+                s.resource.get("service.instance.id")
+                for s in receiver.spans()
+                if s.kind == SERVER
+            }
+            measured_by = {
+                point.resource.get("service.instance.id")
+                for point in receiver.data_points("otel_memory.available")
+            }
+            assert len(served_by) == workers, served_by
+            assert served_by <= measured_by
 
 
 def test_celery_prefork_worker(tmp_path):
