@@ -168,3 +168,47 @@ def test_sigterm_is_handled_only_while_its_action_is_the_default(tmp_path):
     finally:
         api.stop()
         signal.signal(signal.SIGTERM, previous)
+
+
+INSIDE_UVICORN = """
+import os, signal, sys, time
+import uvicorn
+import otel_memory
+from otel_memory import traced_task
+from otel_memory.base.config import config_from_dict
+from otel_memory.guards.lastrun import STATE_DIR
+
+log_dir = sys.argv[1]
+server = uvicorn.Server(uvicorn.Config("app:app"))
+signal.signal(signal.SIGTERM, server.handle_exit)  # as uvicorn's capture_signals() does
+otel_memory.start(config_from_dict({"general": {"monitoring": {"memory_monitor": {
+    "log_dir": log_dir, "retention_days": 0, "export_logs": "none", "interval_seconds": 3600}}}}))
+with traced_task("before the signal"):
+    pass
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.1)  # the handler runs at the next bytecode
+assert server.should_exit  # uvicorn's own handler ran: its graceful shutdown goes on
+assert not os.listdir(os.path.join(log_dir, STATE_DIR)), "run state left"
+(daily,) = [os.path.join(log_dir, f) for f in os.listdir(log_dir) if f.startswith("memory_")]
+assert "<<< TASK END [before the signal]" in open(daily).read(), "queued lines not written"
+with traced_task("after the signal"):
+    pass
+assert "<<< TASK END [after the signal]" in open(daily).read(), "an END not written at once"
+os._exit(0)  # as the worker ends: no stop(), no atexit
+"""
+
+
+def test_inside_a_running_uvicorn_server_a_sigterm_removes_the_run_state_and_writes_lines(
+    tmp_path,
+):
+    # GIVEN uvicorn's handler on SIGTERM (a real uvicorn Server), then the monitor started
+    pytest.importorskip("uvicorn")
+    log_dir = tmp_path / "logs"
+    # WHEN SIGTERM comes and the process later ends without stop()
+    done = subprocess.run(
+        [sys.executable, "-c", INSIDE_UVICORN, str(log_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    # THEN uvicorn's handler ran, the run state is gone and the lines were written
+    assert done.returncode == 0, done.stderr
+    assert claim_dead_runs(log_dir) == []

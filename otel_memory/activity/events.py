@@ -385,6 +385,11 @@ class EventPipeline:
         if util is not None:
             util.Finalize(self, self.flush, exitpriority=0)
 
+    def write_through(self) -> None:
+        """From now on a task's END writes the durable sinks in the caller's thread, as in a
+        forked child: for a process that may end without :meth:`close`."""
+        self._write_through = True
+
     def _before_fork(self) -> None:
         self._hook_multiprocessing()
         # The parent keeps its queue and writes it anyway; flushing first keeps the file in

@@ -13,13 +13,15 @@ Two endings decide whether the next start reports this run as dead:
   the host installs, before or after, is left alone, with one exception: a monitor started
   inside a running uvicorn server (the app starts it at import) finds uvicorn's own handler,
   which will restore the default action and re-raise; it is wrapped so that the SIGTERM first
-  removes the run state (the graceful shutdown then goes on as uvicorn's).
+  removes the run state and writes the queued lines, and every task that ends from then on
+  writes its lines at once (the graceful shutdown then goes on as uvicorn's).
 * **gunicorn's worker timeout**: the master sends SIGABRT, whose handler exits through
   ``sys.exit(1)``; the request's span ends and ``atexit`` stops the monitor as for a clean exit.
   The worker was killed, though: :class:`ExitWatch` wraps gunicorn's ``Worker.handle_abort`` so
   the run state is kept, frozen on the request it was in, for the replacement to report.
 
-    watch = ExitWatch(monitor.stop, discard_run_state=state.discard, keep_run_state=state.keep)
+    watch = ExitWatch(monitor.stop, discard_run_state=state.discard, keep_run_state=state.keep,
+                      write_lines=monitor.write_lines_now)
     watch.install()      # at start, and again in a forked worker (gunicorn is loaded by then)
     watch.uninstall()    # at stop: SIGTERM's default action back, if the handler is still ours
 """
@@ -40,6 +42,8 @@ __all__ = ["ExitWatch"]
 
 STOP_TIMEOUT = 3.0
 """Seconds SIGTERM waits for the monitor to stop before the process ends anyway."""
+LINES_TIMEOUT = 1.0
+"""Seconds a SIGTERM the host handles waits for the queued lines before the host's handler."""
 _WRAPPED = "__otel_memory_abort__"
 _log = logging.getLogger("otel_memory")
 
@@ -53,6 +57,8 @@ class ExitWatch:
         discard_run_state: removes this process's run state (called from a signal handler:
             must take no lock).
         keep_run_state: marks this process's run state as a death to report (same).
+        write_lines: writes the queued lines, and has every later task's END write its own at
+            once (the process may end without ``stop()``).
     """
 
     def __init__(
@@ -61,10 +67,12 @@ class ExitWatch:
         *,
         discard_run_state: Callable[[], None],
         keep_run_state: Callable[[], None],
+        write_lines: Callable[[], None],
     ) -> None:
         self._stop = stop
         self._discard_run_state = discard_run_state
         self._keep_run_state = keep_run_state
+        self._write_lines = write_lines
         self._active = False
 
     def install(self) -> None:
@@ -106,18 +114,20 @@ class ExitWatch:
             return
         if self._active:
             self._quietly(self._discard_run_state)
-            stopper = threading.Thread(target=self._stop_quietly, name="otel-memory-sigterm")
-            stopper.daemon = True
-            try:
-                stopper.start()
-                stopper.join(STOP_TIMEOUT)
-            except Exception as exc:  # never into the host
-                _log.debug("otel_memory: stop at SIGTERM failed: %r", exc)
+            self._bounded(self._stop, STOP_TIMEOUT)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)  # the default action now: the process ends by it
 
-    def _stop_quietly(self) -> None:
-        self._quietly(self._stop)
+    def _bounded(self, call: Callable[[], None], timeout: float) -> None:
+        """Run ``call`` on a helper thread, waited for at most ``timeout`` seconds: the code the
+        signal interrupted may hold a lock that ``call`` needs."""
+        helper = threading.Thread(target=self._quietly, args=(call,), name="otel-memory-sigterm")
+        helper.daemon = True
+        try:
+            helper.start()
+            helper.join(timeout)
+        except Exception as exc:  # never into the host
+            _log.debug("otel_memory: %r at SIGTERM failed: %r", call, exc)
 
     @staticmethod
     def _quietly(call: Callable[[], None]) -> None:
@@ -148,9 +158,11 @@ class ExitWatch:
             self._quietly(self._keep_run_state)
 
     def requested_stop(self) -> None:
-        """A SIGTERM the host handles: this run will not be one to report."""
+        """A SIGTERM the host handles, though the process may then end without ``stop()``: this
+        run is not one to report, and its lines are written now and as its tasks end."""
         if self._active:
             self._quietly(self._discard_run_state)
+            self._bounded(self._write_lines, LINES_TIMEOUT)
 
 
 def _is_uvicorn_capture(handler: object) -> bool:

@@ -55,6 +55,8 @@ STARTED = "Monitor Started"
 STOPPED = "Monitor Stopped"
 """The name on the final ``---`` line written by :meth:`Monitor.stop`."""
 _FLUSH_TIMEOUT_MILLIS = 3000
+LINES_FLUSH_TIMEOUT = 1.0
+"""Seconds :meth:`Monitor.write_lines_now` waits for a drain in progress."""
 _log = logging.getLogger("otel_memory")
 
 
@@ -113,6 +115,7 @@ class Monitor:
             self.stop,
             discard_run_state=self._discard_run_state,
             keep_run_state=self._keep_run_state,
+            write_lines=self.write_lines_now,
         )
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._after_fork_in_child)
@@ -329,6 +332,12 @@ class Monitor:
         running = self._running
         if util is not None and running is not None and running.run_state is not None:
             util.Finalize(self, running.run_state.end, exitpriority=-1)
+
+    def write_lines_now(self) -> None:
+        """Write the queued lines, and from now on each task's END in the caller's thread (the
+        process may end without :meth:`stop`, as uvicorn's workers do after a SIGTERM)."""
+        self._events.write_through()
+        self._events.flush(timeout=LINES_FLUSH_TIMEOUT)
 
     def _run_state(self) -> RunState | None:
         """The run state of the running monitor, or of the one being stopped."""

@@ -164,6 +164,9 @@ def test_a_clean_uvicorn_shutdown_leaves_nothing_to_report(tmp_path, started):
     # every worker ended cleanly: no state left, and the next start reports nothing
     assert not list((log_dir / ".otel-memory").glob("run-*.json"))
     assert claim_dead_runs(log_dir) == []
+    # and every request's lines reached the file, though the workers end by SIGTERM
+    names = [p.name for p in _parsed(log_dir) if p.marker in (Marker.START, Marker.END)]
+    assert sorted(names) == sorted(f"request {i}" for i in range(20) for _ in range(2))
     if started == "by-opentelemetry-instrument":  # the monitor's own handler stops it
         stopped = [p for p in _parsed(log_dir) if p.name == "Monitor Stopped"]
         assert len(stopped) >= 3  # each worker's last line, and the supervisor's
