@@ -169,7 +169,7 @@ def _is_uvicorn_capture(handler: object) -> bool:
     """Whether ``handler`` is a running uvicorn server's, which on a graceful shutdown restores
     the handler it replaced (the default action) and raises the signal again."""
     owner = getattr(handler, "__self__", None)
-    return owner is not None and type(owner).__module__.startswith("uvicorn.")
+    return owner is not None and type(owner).__module__ == "uvicorn.server"
 
 
 class _BeforeUvicorn:
