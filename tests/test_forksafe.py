@@ -145,16 +145,18 @@ def test_a_child_forked_during_a_collection_collects(collecting):
     threading.Timer(0.5, gauge.release.set).start()
     # WHEN the main thread forks
     code, forked = fork_and_run(lambda: collects(reader))
-    # THEN the fork waited for the collection, and the child collects
+    # THEN the fork waited for the collection (it returned only after the callback was released,
+    # well within the bound), and the child collects
     assert code == 0
-    assert 0.3 < forked < forksafe.FORK_WAIT_SECONDS
+    assert gauge.release.is_set()
+    assert forked < forksafe.FORK_WAIT_SECONDS
     assert collects(reader)
 
 
 def test_without_it_the_child_hangs_so_the_sdk_still_needs_it(collecting):
     _, reader, _ = collecting(protected=False)
     code, forked = fork_and_run(lambda: collects(reader), timeout=3)
-    assert forked < 0.3
+    assert forked < 1.5  # nothing waited (bounds here are loose: a loaded machine forks slowly)
     assert code is HUNG, (
         "the SDK renews its collection lock after a fork now (opentelemetry-python #4345): "
         "otel_memory.sinks.forksafe can go"
@@ -169,7 +171,7 @@ def test_a_collection_stuck_past_the_bound_delays_the_fork_by_the_bound_only(col
     code, forked = fork_and_run(lambda: collects(reader))
     # THEN the fork took about the bound, the child collects with a new lock
     assert code == 0
-    assert 0.45 < forked < 1.5
+    assert 0.45 < forked < 5  # the callback blocks for 30 s
     assert "still running 0.5 s after a fork began" in caplog.text
     # AND the parent's collection, once it ends, left the lock free
     gauge.release.set()
@@ -218,8 +220,9 @@ def test_a_child_forked_during_an_export_exports(protected):
         exporter.release.set()
         exporting.join(10)
         provider.shutdown()
-    # THEN the fork did not wait for the export, and the child exports with a new lock
-    assert forked < 0.3
+    # THEN the fork did not wait for the export (it would wait the 2 s bound), and the child
+    # exports with a new lock
+    assert forked < 1.5
     assert code == (0 if protected else HUNG)
 
 
@@ -246,7 +249,7 @@ def test_a_callback_that_forks_does_not_wait_for_its_own_collection():
             # The child finished the collection it was forked in; it can collect again.
             os._exit(0 if collects(reader) else 1)
     assert wait_child(int(forks["pid"]), 5) == 0
-    assert forks["seconds"] < 0.5 < forksafe.FORK_WAIT_SECONDS
+    assert forks["seconds"] < 1.5 < forksafe.FORK_WAIT_SECONDS
 
 
 def test_each_provider_registers_once():
@@ -256,7 +259,7 @@ def test_each_provider_registers_once():
     # Registered twice, the second hook would wait the bound for the lock the first one holds.
     code, forked = fork_and_run(lambda: collects(reader))
     assert code == 0
-    assert forked < 0.5
+    assert forked < 1.5 < forksafe.FORK_WAIT_SECONDS
 
 
 def test_no_provider_is_kept_alive():
