@@ -29,6 +29,8 @@ MEMORY_KEYS = {
 }  # fmt: skip
 SERVER = 2  # OTLP Span.SpanKind SPAN_KIND_SERVER
 REQUESTS = int(os.environ.get("OTEL_MEMORY_E2E_REQUESTS", "200"))
+JOBS = int(os.environ.get("OTEL_MEMORY_E2E_JOBS", "20"))
+"""Celery jobs in the prefork test (the issue's goal: 1,000)."""
 """Requests per server run; the goal (issue 17) was measured with 1,000."""
 IN_FLIGHT = 16
 
@@ -200,12 +202,12 @@ def test_celery_prefork_worker(tmp_path):
             producer_env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
             producer_env["OTEL_MEMORY_EXAMPLE_BROKER_DIR"] = env["OTEL_MEMORY_EXAMPLE_BROKER_DIR"]
             sent = subprocess.run(
-                [sys.executable, "examples/celery_worker.py", "--jobs", "20", "--timeout", "60"],
-                cwd=ROOT, env=producer_env, capture_output=True, text=True, timeout=120,
+                [sys.executable, "examples/celery_worker.py", "--jobs", str(JOBS), "--timeout", "300"],
+                cwd=ROOT, env=producer_env, capture_output=True, text=True, timeout=360,
                 check=False,
             )  # fmt: skip
             assert sent.returncode == 0, sent.stderr
-            assert "21 jobs done; dump held 150 MB" in sent.stdout
+            assert f"{JOBS + 1} jobs done; dump held 150 MB" in sent.stdout
             time.sleep(1.5)
         finally:
             worker.send_signal(signal.SIGTERM)
@@ -217,8 +219,10 @@ def test_celery_prefork_worker(tmp_path):
             print(output[-3000:])
         spans = [s for s in receiver.spans() if s.name.startswith("run/")]
         print(f"{len(spans)} job spans received")
-        assert len(spans) == 21
-        assert all(set(s.attributes) >= MEMORY_KEYS for s in spans)
+        missing = [s.name for s in spans if not set(s.attributes) >= MEMORY_KEYS]
+        print(f"{len(missing)} job spans missing memory attributes")
+        assert len(spans) == JOBS + 1
+        assert missing == []
         (dump,) = [s for s in spans if s.name == "run/nations.dump"]
         assert dump.attributes["memory.rss.peak"] - dump.attributes["memory.rss.start"] >= 100 << 20
 
