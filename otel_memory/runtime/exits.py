@@ -1,36 +1,31 @@
-"""How a monitored process ends where neither ``stop()`` nor ``atexit`` is reached.
+"""How a monitored process ends where neither ``stop()`` nor ``atexit`` is reached, inside a
+server's own signal handler.
 
-Two endings decide whether the next start reports this run as dead:
-
-* **SIGTERM with its default action** (uvicorn re-raises it after a graceful shutdown; a plain
-  script or a ``multiprocessing`` worker under ``Pool.terminate()``, Kubernetes or systemd
-  stopping a service): the kernel ends the process and nothing of Python runs, so its run
-  state stayed behind and the next start reported a crash. A requested stop is not one: while
-  SIGTERM's action is the default, :class:`ExitWatch` handles it: it removes the run state at
-  once (no lock), stops the monitor (lines, OTel flush) on a helper thread waited for a bounded
-  time (the interrupted code may hold a lock the stop needs), then restores the default action
-  and raises SIGTERM again: the process still ends by SIGTERM, as its parent expects. A handler
-  the host installs, before or after, is left alone, with one exception: a monitor started
-  inside a running uvicorn server (the app starts it at import) finds uvicorn's own handler,
-  which will restore the default action and re-raise; it is wrapped so that the SIGTERM first
-  removes the run state and writes the queued lines, and every task that ends from then on
-  writes its lines at once (the graceful shutdown then goes on as uvicorn's).
 * **gunicorn's worker timeout**: the master sends SIGABRT, whose handler exits through
   ``sys.exit(1)``; the request's span ends and ``atexit`` stops the monitor as for a clean exit.
   The worker was killed, though: :class:`ExitWatch` wraps gunicorn's ``Worker.handle_abort`` so
   the run state is kept, frozen on the request it was in, for the replacement to report.
+* **uvicorn's graceful shutdown**, when the app starts the monitor inside a running server: uvicorn
+  restores the SIGTERM action it replaced (the default) and raises SIGTERM again, which ends the
+  process with no ``atexit``. Its handler is wrapped so that the SIGTERM first removes the run
+  state and writes the queued lines, and every task that ends from then on writes its own at
+  once.
 
-    watch = ExitWatch(monitor.stop, discard_run_state=state.discard, keep_run_state=state.keep,
+Both run inside a Python handler the server already installed. The package installs no signal
+handler of its own: a Python handler for a signal whose action is the default would delay the
+process's end until its main thread runs Python again (a main thread blocked in a lock or a
+semaphore while the signal lands on another thread never does).
+
+    watch = ExitWatch(discard_run_state=state.discard, keep_run_state=state.keep,
                       write_lines=monitor.write_lines_now)
     watch.install()      # at start, and again in a forked worker (gunicorn is loaded by then)
-    watch.uninstall()    # at stop: SIGTERM's default action back, if the handler is still ours
+    watch.uninstall()    # at stop: uvicorn's own handler back
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import signal
 import sys
 import threading
@@ -40,8 +35,6 @@ from typing import Any
 
 __all__ = ["ExitWatch"]
 
-STOP_TIMEOUT = 3.0
-"""Seconds SIGTERM waits for the monitor to stop before the process ends anyway."""
 LINES_TIMEOUT = 1.0
 """Seconds a SIGTERM the host handles waits for the queued lines before the host's handler."""
 _WRAPPED = "__otel_memory_abort__"
@@ -49,11 +42,10 @@ _log = logging.getLogger("otel_memory")
 
 
 class ExitWatch:
-    """Stops the monitor at a default-action SIGTERM and keeps the run state of a gunicorn
-    worker its master aborts.
+    """Keeps the run state of a gunicorn worker its master aborts, and removes that of a uvicorn
+    worker told to stop.
 
     Args:
-        stop: stops the monitor (a clean end: the run state is removed).
         discard_run_state: removes this process's run state (called from a signal handler:
             must take no lock).
         keep_run_state: marks this process's run state as a death to report (same).
@@ -63,60 +55,39 @@ class ExitWatch:
 
     def __init__(
         self,
-        stop: Callable[[], None],
         *,
         discard_run_state: Callable[[], None],
         keep_run_state: Callable[[], None],
         write_lines: Callable[[], None],
     ) -> None:
-        self._stop = stop
         self._discard_run_state = discard_run_state
         self._keep_run_state = keep_run_state
         self._write_lines = write_lines
         self._active = False
 
     def install(self) -> None:
-        """Handle SIGTERM while its action is the default; watch gunicorn's worker abort."""
+        """Wrap a running uvicorn server's SIGTERM handler; watch gunicorn's worker abort."""
         self._active = True
         if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
             current = signal.getsignal(signal.SIGTERM)
-            handler: Any = None
-            if current is signal.SIG_DFL:
-                handler = self._on_sigterm
-            elif callable(current) and _is_uvicorn_capture(current):
-                handler = _BeforeUvicorn(self, current)
-            if handler is not None:
+            if callable(current) and _is_uvicorn_capture(current):
                 try:
-                    signal.signal(signal.SIGTERM, handler)
+                    signal.signal(signal.SIGTERM, _BeforeUvicorn(self, current))
                 except (ValueError, OSError) as exc:  # not the main interpreter
                     _log.debug("otel_memory: SIGTERM not watched: %r", exc)
         self._wrap_gunicorn_abort()
 
     def uninstall(self) -> None:
-        """Give SIGTERM its default action back if the handler is still this one."""
+        """Give uvicorn its own handler back if the wrapper is still installed."""
         self._active = False
         if threading.current_thread() is not threading.main_thread():
-            return  # a handler can only be changed from the main thread; it now only re-raises
+            return  # a handler can only be changed from the main thread; the wrapper now passes
         try:
             current = signal.getsignal(signal.SIGTERM)
-            if current == self._on_sigterm:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            elif isinstance(current, _BeforeUvicorn) and current.watch is self:
+            if isinstance(current, _BeforeUvicorn) and current.watch is self:
                 signal.signal(signal.SIGTERM, current.handler)
         except (ValueError, OSError):
             pass
-
-    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        if signal.getsignal(signal.SIGTERM) != self._on_sigterm:
-            # Called by a handler the host installed later, which chains to the one it found:
-            # the host owns this SIGTERM (had it found the default action, it could not have
-            # called it), so the process is not ended here.
-            return
-        if self._active:
-            self._quietly(self._discard_run_state)
-            self._bounded(self._stop, STOP_TIMEOUT)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)  # the default action now: the process ends by it
 
     def _bounded(self, call: Callable[[], None], timeout: float) -> None:
         """Run ``call`` on a helper thread, waited for at most ``timeout`` seconds: the code the

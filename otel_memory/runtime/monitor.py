@@ -112,7 +112,6 @@ class Monitor:
         self._running: _Running | None = None
         self._stopping: _Running | None = None
         self._exits = ExitWatch(
-            self.stop,
             discard_run_state=self._discard_run_state,
             keep_run_state=self._keep_run_state,
             write_lines=self.write_lines_now,
@@ -164,7 +163,7 @@ class Monitor:
             if tracer_provider is not None:
                 self._tasks.set_tracer_provider(tracer_provider)
             self._running = running
-            self._exits.install()  # first: a SIGTERM while starting must not leave a run state
+            self._exits.install()
             try:
                 self._start_components(running, meter_provider, logger_provider)
             except BaseException:
@@ -345,7 +344,7 @@ class Monitor:
         return running.run_state if running is not None else None
 
     def _discard_run_state(self) -> None:
-        """A requested stop (SIGTERM): nothing to report, even if the stop does not finish."""
+        """A requested stop (uvicorn's SIGTERM): nothing to report, though no stop follows."""
         state = self._run_state()
         if state is not None:
             state.discard()
@@ -396,7 +395,7 @@ class Monitor:
         self._events.close()
         if running.run_state is not None:
             running.run_state.end()
-        self._exits.uninstall()  # last: a SIGTERM until the run state has ended is still ours
+        self._exits.uninstall()
         _flush_providers(running.providers)
         if running.previous_source is not None:
             self._reader.set_source(running.previous_source)
