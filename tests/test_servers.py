@@ -5,13 +5,13 @@ its peak; the growth histogram's exemplar links to the request span."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from http_helpers import free_port
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.trace import SpanKind
@@ -115,11 +115,6 @@ def test_flask_request_spans(span_exporter, metrics_reader):
 # --------------------------------------------------------------------------- FastAPI / uvicorn
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_fastapi_under_uvicorn_request_spans(span_exporter, metrics_reader):
     fastapi = pytest.importorskip("fastapi")
@@ -137,7 +132,7 @@ def test_fastapi_under_uvicorn_request_spans(span_exporter, metrics_reader):
         return {"size": spike()}
 
     FastAPIInstrumentor.instrument_app(app)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )

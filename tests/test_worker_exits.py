@@ -10,14 +10,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from http_helpers import free_port, get_until
 
 from otel_memory.base.logline import parse_line
 from otel_memory.guards.lastrun import claim_dead_runs
@@ -154,21 +153,6 @@ def app(environ, start_response):
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, deadline: float) -> str:
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.read().decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["app-per-worker", "preload"])
@@ -178,7 +162,7 @@ def test_gunicorn_workers_lose_no_line(tmp_path, max_requests, preload):
     pytest.importorskip("gunicorn")
     (tmp_path / "app.py").write_text(APP)
     log_dir = tmp_path / "logs"
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}",
         "--max-requests", str(max_requests), "--graceful-timeout", "10", "app:app",
@@ -192,7 +176,7 @@ def test_gunicorn_workers_lose_no_line(tmp_path, max_requests, preload):
     try:
         # WHEN 60 requests are served, then the master is told to stop (SIGTERM: graceful)
         deadline = time.monotonic() + 60
-        pids = {_get(f"http://127.0.0.1:{port}/{i}", deadline) for i in range(60)}
+        pids = {get_until(f"http://127.0.0.1:{port}/{i}", deadline) for i in range(60)}
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)

@@ -34,9 +34,8 @@ from otel_memory.base import attributes as attr
 from otel_memory.base.diagnostics import WarnOnce
 from otel_memory.kernel.readings import MemoryReader
 
-REQUEST_KINDS = frozenset((SpanKind.SERVER, SpanKind.CONSUMER))
-"""The span kinds that get memory attributes: a request served, a job consumed."""
 _SERVER, _CONSUMER = SpanKind.SERVER, SpanKind.CONSUMER
+"""The span kinds that get memory attributes: a request served, a job consumed."""
 
 
 class RequestSpans(SpanProcessor):
@@ -88,7 +87,7 @@ class RequestSpans(SpanProcessor):
         if not self.enabled:
             return
         # Every span of the process passes here: compared by identity, since an Enum's hash
-        # (``in REQUEST_KINDS``) is a Python call.
+        # (``kind in {...}``) is a Python call.
         kind = span.kind
         if kind is not _SERVER and kind is not _CONSUMER:
             return

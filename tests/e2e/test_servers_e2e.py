@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from http_helpers import free_port
 from otlp_receiver import OTLPReceiver
 
 pytestmark = pytest.mark.e2e
@@ -34,11 +35,6 @@ JOBS = int(os.environ.get("OTEL_MEMORY_E2E_JOBS", "20"))
 """Requests per server run; the goal (issue 17) was measured with 1,000."""
 IN_FLIGHT = 16
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env(receiver: OTLPReceiver, log_dir: Path) -> dict[str, str]:
@@ -137,7 +133,7 @@ def check_request_spans(receiver: OTLPReceiver, expected: int, spike_route: str)
 
 
 def test_flask_on_gunicorn_two_workers(tmp_path):
-    port = _free_port()
+    port = free_port()
     command = [
         str(BIN / "opentelemetry-instrument"),
         str(BIN / "gunicorn"),
@@ -160,7 +156,7 @@ def test_flask_on_gunicorn_two_workers(tmp_path):
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_fastapi_on_uvicorn(tmp_path, workers):
-    port = _free_port()
+    port = free_port()
     command = [
         str(BIN / "opentelemetry-instrument"),
         str(BIN / "uvicorn"),

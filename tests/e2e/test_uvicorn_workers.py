@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from http_helpers import free_port, get_until
 
 from otel_memory.base.logline import Marker, parse_line
 from otel_memory.guards.lastrun import claim_dead_runs
@@ -62,21 +62,6 @@ async def app(scope, receive, send):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, deadline: float) -> str:
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.read().decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def _parsed(log_dir: Path):
@@ -99,7 +84,7 @@ def test_uvicorn_workers_each_have_their_own_run_state_and_a_killed_one_is_repor
 ):
     (tmp_path / "app.py").write_text(APP)
     log_dir = tmp_path / "logs"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app:app", "--workers", "2", "--port", str(port),
@@ -109,7 +94,7 @@ def test_uvicorn_workers_each_have_their_own_run_state_and_a_killed_one_is_repor
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        pids = {_get(f"{url}/{i}", deadline) for i in range(40)}
+        pids = {get_until(f"{url}/{i}", deadline) for i in range(40)}
         # one per worker (the supervisor imports no app); the second may still be starting
         while len(states := sorted((log_dir / ".otel-memory").glob("run-*.json"))) < 2:
             assert time.monotonic() < deadline, states
@@ -120,9 +105,9 @@ def test_uvicorn_workers_each_have_their_own_run_state_and_a_killed_one_is_repor
             urllib.request.urlopen(f"{url}/die", timeout=30).read()
         deadline = time.monotonic() + 60
         while not _died(log_dir) and time.monotonic() < deadline:
-            pids.add(_get(f"{url}/after", deadline))  # uvicorn replaces the dead worker
+            pids.add(get_until(f"{url}/after", deadline))  # uvicorn replaces the dead worker
             time.sleep(0.2)
-        pids |= {_get(f"{url}/{i}", time.monotonic() + 60) for i in range(20)}
+        pids |= {get_until(f"{url}/{i}", time.monotonic() + 60) for i in range(20)}
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
@@ -156,7 +141,7 @@ BIN = Path(sys.executable).parent
 def test_a_clean_uvicorn_shutdown_leaves_nothing_to_report(tmp_path, started):
     (tmp_path / "app.py").write_text(APP)
     log_dir = tmp_path / "logs"
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "app:app", "--workers", "2", "--port", str(port),
         "--lifespan", "off", "--log-level", "warning",
@@ -175,7 +160,7 @@ def test_a_clean_uvicorn_shutdown_leaves_nothing_to_report(tmp_path, started):
     )
     try:
         deadline = time.monotonic() + 60
-        pids = {_get(f"http://127.0.0.1:{port}/{i}", deadline) for i in range(20)}
+        pids = {get_until(f"http://127.0.0.1:{port}/{i}", deadline) for i in range(20)}
         states = list((log_dir / ".otel-memory").glob("run-*.json"))
         assert pids <= {state.stem.rsplit("-", 1)[1] for state in states}  # each its own
     finally:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from cgroups import limited_cgroup
+from http_helpers import free_port
 
 from otel_memory.base.logline import Marker, parse_line
 from otel_memory.guards.lastrun import STATE_DIR
@@ -70,11 +70,6 @@ def slow():
     return "late"
 '''
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(port: int, path: str, timeout: float = 30) -> int | None:
@@ -160,7 +155,7 @@ def _died(log_dir: Path) -> list[str]:
 @pytest.mark.parametrize("preload", [False, True], ids=["fork", "preload"])
 def test_an_oom_killed_worker_is_reported_once_by_its_replacement(tmp_path, preload):
     log_dir = tmp_path / "logs"
-    port = _free_port()
+    port = free_port()
     with limited_cgroup(400 * MB) as cgroup:
         process = _gunicorn(
             tmp_path, port, *(["--preload"] if preload else []), cgroup=cgroup
@@ -189,7 +184,7 @@ def test_an_oom_killed_worker_is_reported_once_by_its_replacement(tmp_path, prel
 )  # a gthread worker's main loop keeps beating while a request thread is slow: no timeout
 def test_a_worker_killed_by_the_masters_timeout_is_reported_once(tmp_path, route, worker):
     log_dir = tmp_path / "logs"
-    port = _free_port()
+    port = free_port()
     process = _gunicorn(tmp_path, port, "--timeout", "2", "--worker-class", worker)
     try:
         assert _get(port, route, timeout=60) != 200
@@ -209,7 +204,7 @@ def test_a_worker_killed_by_the_masters_timeout_is_reported_once(tmp_path, route
 
 def test_workers_stopped_cleanly_are_never_reported(tmp_path):
     log_dir = tmp_path / "logs"
-    port = _free_port()
+    port = free_port()
     process = _gunicorn(tmp_path, port, "--max-requests", "5")
     try:
         for _ in range(30):  # each worker is recycled after 5 requests
