@@ -217,7 +217,12 @@ def test_prometheus_keeps_each_gunicorn_workers_series_apart(tmp_path):
             assert held[str(holder)] > 0.8 * HOLD_MB * MB
 
             # AND without the recipe, Prometheus sees the master alone, with no request at all
-            plain_rss = prometheus.query('process_memory_usage_bytes{job="plain"}')
+            # (the master's exporter may miss a 1 s scrape on a loaded machine: wait for one)
+            plain_rss = wait_for(
+                lambda: prometheus.query('process_memory_usage_bytes{job="plain"}'),
+                30,
+                f"the plain master's RSS series ({plain.output()})",
+            )
             assert len(plain_rss) == 1, plain_rss
             assert str(master) not in by_pid(prometheus, 'up{job="workers"}')  # see the recipe
             assert prometheus.query(f"{GROWTH}_count{{job='plain'}}") == []
