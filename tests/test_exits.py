@@ -1,8 +1,12 @@
 """How a monitored process ends where neither ``stop()`` nor ``atexit`` is reached
-(``otel_memory/runtime/exits.py``): the package installs no SIGTERM handler of its own, so a
-SIGTERM with its default action still ends the process at once, whatever its main thread is
-blocked in; a SIGKILL is a death to report; inside a running uvicorn server (whose handler will
-re-raise SIGTERM with its default action) the SIGTERM removes the run state and writes the lines.
+(``otel_memory/runtime/exits.py``, ``otel_memory/kernel/termination.py``): a SIGTERM with its
+default action still ends the process at once, whatever its main thread is blocked in (the
+package installs no Python handler), and its compiled handler first removes the run state: a
+requested stop is not reported; a host's handler and ``SIG_IGN`` are left alone; a SIGKILL is a
+death to report; uvicorn, which re-raises SIGTERM with its default action after its graceful
+shutdown, is wrapped when it is imported after the monitor starts (the monitor stops after the
+shutdown) and, inside a server already running, its handler removes the run state and writes
+the lines.
 
 Real processes, real signals; the run state is read back as the next start would."""
 
@@ -16,12 +20,14 @@ import time
 from pathlib import Path
 
 import pytest
+from http_helpers import free_port, get_until
 
 import otel_memory
 from otel_memory import api
 from otel_memory.base.config import config_from_dict
 from otel_memory.base.logline import parse_line
 from otel_memory.guards.lastrun import claim_dead_runs
+from otel_memory.kernel import termination
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX")
 
@@ -97,16 +103,130 @@ def test_the_monitor_leaves_sigterm_alone(tmp_path):
         signal.signal(signal.SIGTERM, previous)
 
 
-def test_a_sigterm_ends_the_process_at_once_even_with_its_main_thread_blocked(tmp_path):
-    # GIVEN a service whose main thread waits on a lock while the monitor's threads run (a
-    # Python-level handler runs only when the main thread runs Python again)
-    service, _ = _run_until_ready(tmp_path, "blocked")
-    # WHEN it is sent SIGTERM
+@pytest.mark.parametrize("mode", ["plain", "blocked"])
+def test_a_sigterm_ends_the_process_at_once_and_is_not_a_death(tmp_path, mode):
+    # GIVEN a service in a task, its main thread sleeping or waiting on a lock while the
+    # monitor's threads run (a Python-level handler runs only when the main thread runs Python)
+    service, log_dir = _run_until_ready(tmp_path, mode)
+    assert list((log_dir / ".otel-memory").glob("run-*.json"))
+    # WHEN it is sent SIGTERM (a supervisor's stop: systemd, Docker, Kubernetes)
     started = time.monotonic()
     service.send_signal(signal.SIGTERM)
-    # THEN the default action ends it at once
+    # THEN the default action ends it at once, exit status included
     assert service.wait(timeout=10) == -signal.SIGTERM
     assert time.monotonic() - started < 10
+    # AND it was a requested stop: nothing is left for the next start to report
+    if termination.AVAILABLE:
+        assert not list((log_dir / ".otel-memory").glob("run-*.json"))
+        assert claim_dead_runs(log_dir) == []
+
+
+HOST_ACTION = """
+import os, signal, sys, time
+import otel_memory
+from otel_memory.base.config import config_from_dict
+
+log_dir, action = sys.argv[1], sys.argv[2]
+if action == "ignore":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+else:
+    signal.signal(signal.SIGTERM, lambda *_: print("host handler", flush=True))
+otel_memory.start(config_from_dict({"general": {"monitoring": {"memory_monitor": {
+    "log_dir": log_dir, "retention_days": 0, "export_logs": "none"}}}}))
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.2)
+print("alive", flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("action", ["ignore", "handler"])
+def test_a_hosts_own_sigterm_action_is_left_alone(tmp_path, action):
+    # GIVEN a host that ignores SIGTERM, or handles it itself, before the monitor starts
+    log_dir = tmp_path / "logs"
+    # WHEN it gets a SIGTERM
+    done = subprocess.run(
+        [sys.executable, "-c", HOST_ACTION, str(log_dir), action],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    # THEN its own action ran and it lives on; the run state is untouched (it ended by _exit)
+    assert done.returncode == 0, done.stderr
+    expected = ["alive"] if action == "ignore" else ["host handler", "alive"]
+    assert done.stdout.split("\n")[:-1] == expected
+    assert len(claim_dead_runs(log_dir)) == 1
+
+
+FORKED_CHILD = """
+import os, signal, sys, time
+from otel_memory.guards.lastrun import RunState
+
+state = RunState(sys.argv[1])
+state.begin()
+pid = os.fork()
+if pid == 0:  # a child that has not begun its own run state: the parent's file is not its own
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    os._exit(3)
+_, status = os.waitpid(pid, 0)
+assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
+assert state.path is not None and os.path.exists(state.path), "the parent's run state went"
+state.end()
+print("ok", flush=True)
+"""
+
+
+def test_a_forked_child_never_removes_its_parents_run_state(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_CHILD, str(tmp_path / "logs")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
+
+
+UVICORN_RUN = """
+import os, sys
+import otel_memory
+from otel_memory import traced_task
+from otel_memory.base.config import config_from_dict
+
+otel_memory.start(config_from_dict({"general": {"monitoring": {"memory_monitor": {
+    "log_dir": sys.argv[1], "retention_days": 0, "export_logs": "none"}}}}))
+import uvicorn  # after the monitor, as under opentelemetry-instrument
+import inspect, uvicorn.server
+assert "class Server" in inspect.getsource(uvicorn.server)  # its loader still answers
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    with traced_task("request"):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
+
+
+uvicorn.run(app, port=int(sys.argv[2]), log_level="warning", lifespan="off")
+"""
+
+
+def test_a_uvicorn_imported_after_the_monitor_stops_it_after_its_graceful_shutdown(tmp_path):
+    # GIVEN `uvicorn.run(app)` in a script that starts the monitor before importing uvicorn
+    pytest.importorskip("uvicorn")
+    log_dir, port = tmp_path / "logs", free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", UVICORN_RUN, str(log_dir), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert get_until(f"http://127.0.0.1:{port}/", time.monotonic() + 60) == str(server.pid)
+    finally:
+        # WHEN it is stopped by SIGTERM (uvicorn re-raises it with its default action)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == -signal.SIGTERM, server.stderr
+    # THEN the monitor stopped first, as at exit, and nothing is left to report
+    names = [line.name for line in _lines(log_dir)]
+    assert names[-1] == "Monitor Stopped", names
+    assert names.count("request") == 2
+    assert claim_dead_runs(log_dir) == []
 
 
 INSIDE_UVICORN = """

@@ -2,9 +2,11 @@
 
 Each monitored process keeps ``{log_dir}/.otel-memory/run-<host>-<pid>.json``: a fixed-size
 record rewritten in place by one ``pwrite`` (last task, last RSS, the OOM-kill counts it can see).
-A clean stop removes it. A later :meth:`RunState.begin` in any process sharing ``log_dir`` finds the
-files whose process is gone (or whose pid now belongs to another process), claims each with an
-atomic rename so exactly one process reports it, and tells why it died::
+A clean stop removes it, and so does a SIGTERM with its default action (the compiled handler of
+:mod:`otel_memory.kernel.termination`: a requested stop is not a death). A later
+:meth:`RunState.begin` in any process sharing ``log_dir`` finds the files whose process is gone
+(or whose pid now belongs to another process), claims each with an atomic rename so exactly one
+process reports it, and tells why it died::
 
     from otel_memory.guards.lastrun import RunState
 
@@ -37,6 +39,7 @@ import psutil
 from otel_memory.base.diagnostics import WarnOnce
 from otel_memory.base.forks import renew_after_fork
 from otel_memory.kernel.limits import CgroupMemory, read_oom_kill
+from otel_memory.kernel.termination import remove_at_sigterm
 
 __all__ = ["STATE_DIR", "DeadRun", "RunState", "claim_dead_runs"]
 
@@ -348,6 +351,8 @@ class RunState:
         timeout): freeze the state file as it is and keep it at :meth:`end`, so the next start
         reports the run with the task it was in. Takes no lock (called from a signal handler)."""
         self._kept = os.getpid()
+        if self._owner == self._kept:
+            remove_at_sigterm(None)
 
     def discard(self) -> None:
         """A requested stop (SIGTERM) that may not get to :meth:`end`: remove the state file
@@ -356,6 +361,7 @@ class RunState:
         pid = os.getpid()
         path = self._path
         if path and path == self._dir.run_file(pid) and self._kept != pid:  # ours, not a parent's
+            remove_at_sigterm(None)
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
@@ -365,6 +371,7 @@ class RunState:
             if self._owner != os.getpid():
                 return
             self._close()
+            remove_at_sigterm(None)
             if self._kept != self._owner:
                 with contextlib.suppress(OSError):
                     os.unlink(self._path)
@@ -396,6 +403,7 @@ class RunState:
                 os.unlink(temporary)
             raise
         self._fd, self._owner = fd, pid
+        remove_at_sigterm(self._path)  # a requested stop is not a death, handler or not
 
     def _record(self, last_task: str, last_rss: int, timestamp: float) -> bytes:
         now = time.monotonic()

@@ -5,32 +5,41 @@ server's own signal handler.
   ``sys.exit(1)``; the request's span ends and ``atexit`` stops the monitor as for a clean exit.
   The worker was killed, though: :class:`ExitWatch` wraps gunicorn's ``Worker.handle_abort`` so
   the run state is kept, frozen on the request it was in, for the replacement to report.
-* **uvicorn's graceful shutdown**, when the app starts the monitor inside a running server: uvicorn
-  restores the SIGTERM action it replaced (the default) and raises SIGTERM again, which ends the
-  process with no ``atexit``. Its handler is wrapped so that the SIGTERM first removes the run
-  state and writes the queued lines, and every task that ends from then on writes its own at
-  once.
+* **uvicorn's graceful shutdown**: uvicorn handles SIGTERM while it serves, then restores the
+  action it replaced (the default) and raises SIGTERM again, which ends the process with no
+  ``atexit``. :class:`ExitWatch` wraps uvicorn's ``Server.handle_exit`` and
+  ``Server.capture_signals``, now if uvicorn is imported, or right after its import (the monitor
+  usually starts first, under ``opentelemetry-instrument``): the SIGTERM first removes the run
+  state and writes the queued lines, and once the graceful shutdown is over (before the raise)
+  the monitor stops as at exit: ``--- [Monitor Stopped]``, providers flushed. A server already
+  running when the monitor starts (the app starts it at import) has its handler wrapped instead;
+  every task that ends from then on writes its own line at once.
 
-Both run inside a Python handler the server already installed. The package installs no signal
+Both run inside a Python handler the server installed. The package installs no Python signal
 handler of its own: a Python handler for a signal whose action is the default would delay the
 process's end until its main thread runs Python again (a main thread blocked in a lock or a
-semaphore while the signal lands on another thread never does).
+semaphore while the signal lands on another thread never does). A SIGTERM with its default
+action removes the run state in C instead (:mod:`otel_memory.kernel.termination`).
 
     watch = ExitWatch(discard_run_state=state.discard, keep_run_state=state.keep,
-                      write_lines=monitor.write_lines_now)
+                      write_lines=monitor.write_lines_now, stop=monitor.stop)
     watch.install()      # at start, and again in a forked worker (gunicorn is loaded by then)
     watch.uninstall()    # at stop: uvicorn's own handler back
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.abc
+import importlib.machinery
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
-from types import FrameType
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType, ModuleType
 from typing import Any
 
 __all__ = ["ExitWatch"]
@@ -38,6 +47,9 @@ __all__ = ["ExitWatch"]
 LINES_TIMEOUT = 1.0
 """Seconds a SIGTERM the host handles waits for the queued lines before the host's handler."""
 _WRAPPED = "__otel_memory_abort__"
+_WATCHERS = "__otel_memory_watchers__"  # on the wrapped handle_exit: the ExitWatches to tell
+_TERMINATED = "_otel_memory_sigterm"  # on a uvicorn Server that handled a SIGTERM
+_UVICORN_SERVER = "uvicorn.server"
 _log = logging.getLogger("otel_memory")
 
 
@@ -51,6 +63,8 @@ class ExitWatch:
         keep_run_state: marks this process's run state as a death to report (same).
         write_lines: writes the queued lines, and has every later task's END write its own at
             once (the process may end without ``stop()``).
+        stop: stops the monitor (after a host's graceful shutdown, before the process ends by
+            a SIGTERM with its default action).
     """
 
     def __init__(
@@ -59,15 +73,23 @@ class ExitWatch:
         discard_run_state: Callable[[], None],
         keep_run_state: Callable[[], None],
         write_lines: Callable[[], None],
+        stop: Callable[[], None],
     ) -> None:
         self._discard_run_state = discard_run_state
         self._keep_run_state = keep_run_state
         self._write_lines = write_lines
+        self._stop = stop
         self._active = False
 
     def install(self) -> None:
-        """Wrap a running uvicorn server's SIGTERM handler; watch gunicorn's worker abort."""
+        """Watch uvicorn's SIGTERM (now, or once uvicorn is imported) and gunicorn's worker
+        abort."""
         self._active = True
+        module = sys.modules.get(_UVICORN_SERVER)
+        if module is not None:
+            _wrap_uvicorn_server(module, self)
+        else:
+            _after_import(_UVICORN_SERVER, functools.partial(_wrap_uvicorn_server, watch=self))
         if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
             current = signal.getsignal(signal.SIGTERM)
             if callable(current) and _is_uvicorn_capture(current):
@@ -135,6 +157,12 @@ class ExitWatch:
             self._quietly(self._discard_run_state)
             self._bounded(self._write_lines, LINES_TIMEOUT)
 
+    def host_stopped(self) -> None:
+        """The host's graceful shutdown after a SIGTERM is over and the process is about to end
+        by that SIGTERM's default action: stop the monitor as ``atexit`` would."""
+        if self._active:
+            self._quietly(self._stop)
+
 
 def _is_uvicorn_capture(handler: object) -> bool:
     """Whether ``handler`` is a running uvicorn server's, which on a graceful shutdown restores
@@ -153,3 +181,105 @@ class _BeforeUvicorn:
     def __call__(self, signum: int, frame: FrameType | None) -> Any:
         self.watch.requested_stop()
         return self.handler(signum, frame)
+
+
+def _wrap_uvicorn_server(module: ModuleType, watch: ExitWatch) -> None:
+    """Have ``module.Server`` tell ``watch`` of a SIGTERM it handles (``handle_exit``) and of the
+    end of the graceful shutdown that follows (``capture_signals``), once per process."""
+    server = getattr(module, "Server", None)
+    handle_exit = getattr(server, "handle_exit", None)
+    if server is None or not callable(handle_exit):
+        return
+    watchers: weakref.WeakSet[ExitWatch] | None = getattr(handle_exit, _WATCHERS, None)
+    if watchers is not None:  # wrapped already: one more monitor to tell
+        watchers.add(watch)
+        return
+    watchers = weakref.WeakSet([watch])
+    told = watchers  # the closures' reference (mypy: not None)
+
+    @functools.wraps(handle_exit)
+    def on_exit_signal(self: Any, sig: int, frame: FrameType | None) -> Any:
+        if sig == signal.SIGTERM:
+            setattr(self, _TERMINATED, True)
+            for each in list(told):
+                each.requested_stop()
+        return handle_exit(self, sig, frame)
+
+    setattr(on_exit_signal, _WATCHERS, watchers)
+    server.handle_exit = on_exit_signal
+    capture_signals = getattr(server, "capture_signals", None)
+    if callable(capture_signals):  # uvicorn >= 0.29: the handlers' scope, re-raise at its end
+
+        @contextlib.contextmanager
+        def stop_before_reraise(self: Any) -> Iterator[None]:
+            with capture_signals(self):
+                try:
+                    yield
+                finally:
+                    if getattr(self, _TERMINATED, False):
+                        for each in list(told):
+                            each.host_stopped()
+
+        server.capture_signals = functools.wraps(capture_signals)(stop_before_reraise)
+
+
+def _after_import(name: str, then: Callable[[ModuleType], None]) -> None:
+    """Call ``then(module)`` right after module ``name`` is first imported (once per process:
+    the first caller's ``then`` wins; it can find later monitors itself, as the uvicorn wrapper
+    does)."""
+    if any(isinstance(f, _AfterImport) and f.name == name for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _AfterImport(name, then))
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """A finder that answers for one module name only: it finds the module as the finders after
+    it would, and has its loader call ``then(module)`` once the module has run (then leaves
+    ``sys.meta_path``). Every other import passes through at the cost of a name comparison."""
+
+    def __init__(self, name: str, then: Callable[[ModuleType], None]) -> None:
+        self.name = name
+        self._then = then
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                loader = spec.loader
+                if loader is not None and hasattr(loader, "exec_module"):
+                    spec.loader = _ThenLoader(loader, self._run_then)
+                return spec
+        return None
+
+    def _run_then(self, module: ModuleType) -> None:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        try:
+            self._then(module)
+        except Exception as exc:  # never into the host's import
+            _log.debug("otel_memory: after importing %s: %r", self.name, exc)
+
+
+class _ThenLoader(importlib.abc.Loader):
+    """A module's own loader, followed by a call with the module it ran."""
+
+    def __init__(self, loader: Any, then: Callable[[ModuleType], None]) -> None:
+        self._loader = loader
+        self._then = then
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        module: ModuleType | None = self._loader.create_module(spec)
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        self._then(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_filename, is_package, ...
+        return getattr(self._loader, name)

@@ -115,6 +115,7 @@ class Monitor:
             discard_run_state=self._discard_run_state,
             keep_run_state=self._keep_run_state,
             write_lines=self.write_lines_now,
+            stop=self.stop,
         )
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._after_fork_in_child)

@@ -2,10 +2,11 @@
 starts its own monitor (under ``opentelemetry-instrument``, or the app at import): its own run
 state, lines its process is told by in the shared log, and a worker killed inside a task is
 reported once by the worker uvicorn starts in its place. A clean shutdown is never reported,
-though uvicorn ends each worker by re-raising SIGTERM with its default action (no ``atexit``),
-when the app starts the monitor inside the running server: uvicorn's handler is wrapped
-(``otel_memory/runtime/exits.py``). Under ``opentelemetry-instrument`` it is not yet (xfail).
-Real uvicorn."""
+though uvicorn ends each worker by re-raising SIGTERM with its default action (no ``atexit``):
+``otel_memory/runtime/exits.py`` wraps uvicorn's server right after uvicorn is imported (under
+``opentelemetry-instrument`` the monitor starts first) and then stops the monitor after the
+graceful shutdown; when the app starts the monitor inside the running server, the handler
+installed already is wrapped. Real uvicorn."""
 
 from __future__ import annotations
 
@@ -124,19 +125,7 @@ BIN = Path(sys.executable).parent
 
 @pytest.mark.parametrize(
     "started",
-    [
-        "by-the-app",
-        pytest.param(
-            "by-opentelemetry-instrument",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the monitor starts before uvicorn installs its SIGTERM handler, and "
-                "installs none of its own (a Python handler would delay a default-action "
-                "SIGTERM); uvicorn's re-raise then ends each worker with no atexit: its run "
-                "state stays and the next start reports it (docs/workers.md)",
-            ),
-        ),
-    ],
+    ["by-the-app", "by-opentelemetry-instrument"],
 )
 def test_a_clean_uvicorn_shutdown_leaves_nothing_to_report(tmp_path, started):
     (tmp_path / "app.py").write_text(APP)
@@ -173,6 +162,7 @@ def test_a_clean_uvicorn_shutdown_leaves_nothing_to_report(tmp_path, started):
     # and every request's lines reached the file, though the workers end by SIGTERM
     names = [p.name for p in _parsed(log_dir) if p.marker in (Marker.START, Marker.END)]
     assert sorted(names) == sorted(f"request {i}" for i in range(20) for _ in range(2))
-    if started == "by-opentelemetry-instrument":  # the monitor's own handler stops it
+    if started == "by-opentelemetry-instrument":  # stopped after uvicorn's graceful shutdown
         stopped = [p for p in _parsed(log_dir) if p.name == "Monitor Stopped"]
         assert len(stopped) >= 3  # each worker's last line, and the supervisor's
+        assert pids <= {str(p.pid) for p in stopped}, (pids, stopped)
