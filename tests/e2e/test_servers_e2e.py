@@ -191,9 +191,11 @@ def test_celery_prefork_worker(tmp_path):
     ]  # fmt: skip
     with OTLPReceiver() as receiver:
         env.update(_env(receiver, tmp_path / "logs"))
-        worker = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        # A file, not a pipe: at -l info the worker logs two lines a job, and a pipe nobody
+        # reads until the end fills up (64 kB) and blocks the worker.
+        log = tmp_path / "worker.log"
+        with log.open("w") as out:
+            worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
         try:
             producer_env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
             producer_env["OTEL_MEMORY_EXAMPLE_BROKER_DIR"] = env["OTEL_MEMORY_EXAMPLE_BROKER_DIR"]
@@ -208,11 +210,11 @@ def test_celery_prefork_worker(tmp_path):
         finally:
             worker.send_signal(signal.SIGTERM)
             try:
-                output, _ = worker.communicate(timeout=30)
+                worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
-                output, _ = worker.communicate()
-            print(output[-3000:])
+                worker.wait()
+            print(log.read_text()[-3000:])
         spans = [s for s in receiver.spans() if s.name.startswith("run/")]
         print(f"{len(spans)} job spans received")
         missing = [s.name for s in spans if not set(s.attributes) >= MEMORY_KEYS]
