@@ -6,7 +6,8 @@
 Each worker is a fresh process with what ``opentelemetry-instrument`` sets up (tracer, meter and
 logger providers, batch processors, exporters that drop) and ``otel_memory.start(config)``; it
 then times ``--calls`` SERVER spans (``start_as_current_span``, as the flask instrumentation
-opens them) three ways, back to back:
+opens them), each around the work of ``servers.py``'s app (``--rows``, 0: none; the work keeps
+the package's code out of the CPU caches, as in a server), three ways, back to back:
 
 * ``bare``: ``request_spans: false``, the span alone;
 * ``floor``: ``request_spans: false``, the span given five integer attributes by hand (what
@@ -53,6 +54,13 @@ def measure(fn: Callable[[], None], calls: int, finish: Callable[[], None]) -> d
     return {"caller": thread * 1e6 / calls, "process": process * 1e6 / calls}
 
 
+def work(rows: int) -> None:
+    """What ``benchmarks/servers.py``'s app does per request (it pushes the package's code and
+    data out of the CPU caches, as a real request does); nothing with ``--rows 0``."""
+    if rows:
+        _ = [{"id": n, "name": f"row-{n}"} for n in range(rows)]
+
+
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """The three loops in this fresh process."""
     providers = install_providers(logs=True)
@@ -64,12 +72,15 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     tracer = providers.tracer.get_tracer("opentelemetry.instrumentation.flask")
     server = SpanKind.SERVER
 
+    rows = spec["rows"]
+
     def request() -> None:
         with tracer.start_as_current_span("GET /work", kind=server):
-            pass
+            work(rows)
 
     def floor() -> None:
         with tracer.start_as_current_span("GET /work", kind=server) as span:
+            work(rows)
             span.set_attributes(ATTRIBUTES)
 
     result: dict[str, Any] = {"package": otel_memory.__file__}
@@ -94,7 +105,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7, help="median of this many rounds")
-    parser.add_argument("--calls", type=int, default=20_000, help="requests per loop")
+    parser.add_argument("--calls", type=int, default=5_000, help="requests per loop")
+    parser.add_argument(
+        "--rows", type=int, default=1000, help="rows each request builds, as servers.py's app"
+    )
     parser.add_argument("--before", help="a directory holding another otel_memory to compare")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -104,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     trees = {"this tree": None} if args.before is None else {"before": args.before,
                                                              "this tree": None}  # fmt: skip
     print(f"{python_line()}; median of {args.rounds} interleaved rounds x {args.calls:,} "
-          "requests, one fresh process per tree and round")
+          f"requests of {args.rows} rows, one fresh process per tree and round")
     runs: dict[str, list[dict[str, Any]]] = {tree: [] for tree in trees}
     for _ in range(args.rounds):
         for tree, path in trees.items():
             env = None
             if path is not None:
                 env = {"PYTHONPATH": os.pathsep.join([path, os.environ.get("PYTHONPATH", "")])}
-            runs[tree].append(run_worker(__file__, {"calls": args.calls}, env))
+            runs[tree].append(run_worker(__file__, {"calls": args.calls, "rows": args.rows}, env))
     print(f"load average {os.getloadavg()[0]:.2f} at the end\n")
     header = f"{'tree':<12}{'case':<10}{'caller µs':>10}{'process µs':>12}"
     header += f"{'caller - bare':>15}{'process - bare':>16}"
