@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from pathlib import Path
@@ -83,6 +84,29 @@ def test_server_and_consumer_spans_carry_exact_memory_however_they_end(
             attr.TASK_OVERLAP: 0,
         }, name
     assert not get_runtime().open_tasks
+
+
+def _has_dict(span: object) -> bool:
+    """Whether the span's attributes live in a ``__dict__`` rather than inline (3.11+)."""
+    return any(type(ref) is dict and "_context" in ref for ref in gc.get_referents(span))
+
+
+def test_a_request_span_keeps_its_attributes_inline(started):
+    # CPython 3.11+ keeps an instance's attributes inline until something asks for its
+    # __dict__; from then on every attribute access of the SDK and its exporters is slower.
+    tracer = trace.get_tracer("some.instrumentation")
+    control = tracer.start_span("control")
+    inline = not _has_dict(control)
+    vars(control)
+    if not inline or not _has_dict(control):
+        pytest.skip("this Python keeps instance attributes in a dict anyway")
+    control.end()
+
+    with tracer.start_as_current_span("GET /inline", kind=SpanKind.SERVER) as span:
+        pass
+
+    assert span.end.__func__ is type(span).end  # the SDK's own end is back
+    assert not _has_dict(span)
 
 
 def test_other_kinds_and_a_stopped_monitor_get_nothing(started, span_exporter):
