@@ -10,7 +10,6 @@ import pytest
 
 from otel_memory.base.config import Thresholds
 from otel_memory.guards.thresholds import MB, Crossing, ThresholdGuard
-from otel_memory.testing import reading
 
 GB = 1024 * MB
 # warning 1000 MB, critical 1500 MB, available 500 MB, free 25 %
@@ -25,22 +24,6 @@ def rss_run(guard: ThresholdGuard, values_mb: list[float]) -> list[tuple[str, fl
         for crossing in guard.check(int(value * MB), **CALM):
             out.append((crossing.name, crossing.value / MB))
     return out
-
-
-def test_a_reading_is_checked_as_its_three_values():
-    # check_reading (the listener's, one call per reading) and check step the same states.
-    by_values, by_reading = ThresholdGuard(DEFAULT), ThresholdGuard(DEFAULT)
-    readings = [
-        reading(rss_mb=rss, available_mb=available, total_mb=total)
-        for rss, available, total in [
-            (500, 4096, 8192), (1001, 4096, 8192), (1600, 4096, 8192), (900, 400, 8192),
-            (900, 1000, 8192), (900, 600, 0), (1000, 4096, 8192), (1501, 300, 1000),
-        ]
-    ]  # fmt: skip
-    for one in readings:
-        expected = by_values.check(one.rss, one.system_available, one.free_ratio)
-        assert by_reading.check_reading(one) == expected
-    assert by_reading.breached() == by_values.breached() != frozenset()
 
 
 def test_one_event_per_crossing_not_one_per_sample():

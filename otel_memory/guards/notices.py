@@ -61,11 +61,11 @@ class Notices:
 
     def threshold_listener(self, guard: ThresholdGuard) -> Callable[[MemoryReading], None]:
         """A reading listener that checks every reading; a crossing becomes an event."""
-        check = guard.check_reading
+        check = guard.check
 
         def listener(reading: MemoryReading) -> None:
             try:
-                crossings = check(reading)
+                crossings = check(reading.rss, reading.system_available, reading.free_ratio)
             except Exception as exc:
                 self._warn_once("thresholds", "otel_memory: threshold check failed: %r", exc)
                 return

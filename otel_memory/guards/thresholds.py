@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from opentelemetry.util.types import AttributeValue
 
 from otel_memory.base.config import Thresholds
-from otel_memory.base.memory import MB, MemoryReading
+from otel_memory.base.memory import MB
 
 RSS_WARNING = "rss_warning"
 RSS_CRITICAL = "rss_critical"
@@ -126,21 +126,6 @@ class ThresholdGuard:
     def check(self, rss: int, available: int, free_ratio: float) -> tuple[Crossing, ...]:
         """The thresholds that this reading crosses into breach; usually ``()``."""
         rss_lo, rss_hi, avail_lo, avail_hi, free_lo, free_hi = self._band
-        if (
-            rss_lo <= rss <= rss_hi
-            and avail_lo <= available <= avail_hi
-            and free_lo <= free_ratio <= free_hi
-        ):
-            return _NO_CROSSINGS
-        return self._step(rss, available, free_ratio)
-
-    def check_reading(self, reading: MemoryReading) -> tuple[Crossing, ...]:
-        """:meth:`check` of a reading's RSS, effective available and free ratio."""
-        # Fields read here, not through MemoryReading.free_ratio: a property is a Python call,
-        # and every task and request boundary checks its reading.
-        rss_lo, rss_hi, avail_lo, avail_hi, free_lo, free_hi = self._band
-        _, rss, _, available, total = reading[:5]
-        free_ratio = available / total if total else 0.0
         if (
             rss_lo <= rss <= rss_hi
             and avail_lo <= available <= avail_hi

@@ -114,10 +114,7 @@ class _ProcFiles:
             accelerated = ACCELERATED
         if accelerated and _proc is None:
             raise OtelMemoryError("the compiled reading (kernel._proc) is not installed")
-        # (fd, page_size) -> (rss, vms), compiled or not: the reading calls it with no branch.
-        self._statm_reader: Callable[[int, int], tuple[int, int]] = (
-            _proc.statm if accelerated and _proc is not None else _read_statm
-        )
+        self._statm_reader = _proc.statm if accelerated and _proc is not None else None
         self._meminfo_reader = _proc.meminfo if accelerated and _proc is not None else None
         self._page_size = os.sysconf("SC_PAGE_SIZE")
         self._forks = -1  # the _Forks.count the files were opened under
@@ -175,7 +172,10 @@ class _ProcFiles:
         """(RSS, VMS) in bytes."""
         if self._forks != _Forks.count:
             self._reopen()
-        return self._statm_reader(self._statm, self._page_size)
+        reader = self._statm_reader
+        if reader is not None:
+            return reader(self._statm, self._page_size)
+        return parse_statm(os.pread(self._statm, 256, 0), self._page_size)
 
     def available_total(self) -> tuple[int, int]:
         """(MemAvailable, MemTotal) in bytes (ValueError on kernels without MemAvailable)."""
@@ -189,11 +189,6 @@ def parse_statm(data: bytes, page_size: int) -> tuple[int, int]:
     """(RSS, VMS) in bytes from ``/proc/<pid>/statm`` text (sizes in pages)."""
     fields = data.split()
     return int(fields[1]) * page_size, int(fields[0]) * page_size
-
-
-def _read_statm(fd: int, page_size: int) -> tuple[int, int]:
-    """(RSS, VMS) in bytes from an open ``statm``: ``_proc.statm`` in Python."""
-    return parse_statm(os.pread(fd, 256, 0), page_size)
 
 
 def parse_meminfo(data: bytes) -> tuple[int, int]:
@@ -277,14 +272,8 @@ class PsutilReadingSource:
 
     def read(self) -> MemoryReading:
         """Take one reading of process and system memory (one ``pread`` on Linux)."""
-        proc = self._proc
-        if proc is not None:
-            # proc.rss_vms(), inline: every task and request boundary takes a reading, and in
-            # a server, where each request pushes the package's code out of the CPU caches,
-            # a Python call less per reading is about 0.5 µs (benchmarks/request_spans.py).
-            if proc._forks != _Forks.count:
-                proc._reopen()
-            rss, vms = proc._statm_reader(proc._statm, proc._page_size)
+        if self._proc is not None:
+            rss, vms = self._proc.rss_vms()
         else:
             with self._lock:
                 info = self._process.memory_info()
