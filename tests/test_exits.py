@@ -12,6 +12,7 @@ Real processes, real signals; the run state is read back as the next start would
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
@@ -271,3 +272,30 @@ def test_inside_a_running_uvicorn_server_a_sigterm_removes_the_run_state_and_wri
     # THEN uvicorn's handler ran, the run state is gone and the lines were written
     assert done.returncode == 0, done.stderr
     assert claim_dead_runs(log_dir) == []
+
+
+def test_the_import_hook_calls_every_caller_once_after_the_module_ran(tmp_path, monkeypatch):
+    # GIVEN a module not imported yet, and two callers waiting for it (two monitors)
+    from otel_memory.runtime import exits
+
+    (tmp_path / "late_server.py").write_text("class Server:\n    started = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    seen: list[tuple[str, bool]] = []
+    exits._after_import("late_server", lambda m: seen.append(("first", m.Server.started)))
+    exits._after_import("late_server", lambda m: seen.append(("second", m.Server.started)))
+    assert sum(isinstance(f, exits._AfterImport) for f in sys.meta_path) == 1
+    try:
+        # WHEN other modules are imported, then that one
+        import json.tool  # noqa: F401  (passes through the finder)
+
+        assert seen == []
+        import late_server
+
+        # THEN each caller saw the module after its code ran, once; the finder is gone, and
+        # the module's loader still answers
+        assert seen == [("first", True), ("second", True)]
+        assert not any(isinstance(f, exits._AfterImport) for f in sys.meta_path)
+        assert "class Server" in inspect.getsource(late_server)
+    finally:
+        sys.modules.pop("late_server", None)

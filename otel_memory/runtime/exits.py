@@ -166,9 +166,11 @@ class ExitWatch:
 
 def _is_uvicorn_capture(handler: object) -> bool:
     """Whether ``handler`` is a running uvicorn server's, which on a graceful shutdown restores
-    the handler it replaced (the default action) and raises the signal again."""
+    the handler it replaced (the default action) and raises the signal again, and not one that
+    tells the monitor already (the class was wrapped before the server started)."""
     owner = getattr(handler, "__self__", None)
-    return owner is not None and type(owner).__module__ == "uvicorn.server"
+    wrapped = getattr(getattr(handler, "__func__", None), _WATCHERS, None) is not None
+    return owner is not None and type(owner).__module__ == _UVICORN_SERVER and not wrapped
 
 
 class _BeforeUvicorn:
@@ -224,11 +226,12 @@ def _wrap_uvicorn_server(module: ModuleType, watch: ExitWatch) -> None:
 
 
 def _after_import(name: str, then: Callable[[ModuleType], None]) -> None:
-    """Call ``then(module)`` right after module ``name`` is first imported (once per process:
-    the first caller's ``then`` wins; it can find later monitors itself, as the uvicorn wrapper
-    does)."""
-    if any(isinstance(f, _AfterImport) and f.name == name for f in sys.meta_path):
-        return
+    """Call ``then(module)`` right after module ``name`` is first imported (one finder per
+    name, however many callers)."""
+    for finder in sys.meta_path:
+        if isinstance(finder, _AfterImport) and finder.name == name:
+            finder.thens.append(then)
+            return
     sys.meta_path.insert(0, _AfterImport(name, then))
 
 
@@ -239,7 +242,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
     def __init__(self, name: str, then: Callable[[ModuleType], None]) -> None:
         self.name = name
-        self._then = then
+        self.thens = [then]
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
@@ -260,10 +263,11 @@ class _AfterImport(importlib.abc.MetaPathFinder):
     def _run_then(self, module: ModuleType) -> None:
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(self)
-        try:
-            self._then(module)
-        except Exception as exc:  # never into the host's import
-            _log.debug("otel_memory: after importing %s: %r", self.name, exc)
+        for then in self.thens:
+            try:
+                then(module)
+            except Exception as exc:  # never into the host's import
+                _log.debug("otel_memory: after importing %s: %r", self.name, exc)
 
 
 class _ThenLoader(importlib.abc.Loader):
