@@ -192,12 +192,11 @@ def _wrap_uvicorn_server(module: ModuleType, watch: ExitWatch) -> None:
     handle_exit = getattr(server, "handle_exit", None)
     if server is None or not callable(handle_exit):
         return
-    watchers: weakref.WeakSet[ExitWatch] | None = getattr(handle_exit, _WATCHERS, None)
-    if watchers is not None:  # wrapped already: one more monitor to tell
-        watchers.add(watch)
+    existing: weakref.WeakSet[ExitWatch] | None = getattr(handle_exit, _WATCHERS, None)
+    if existing is not None:  # wrapped already: one more monitor to tell
+        existing.add(watch)
         return
-    watchers = weakref.WeakSet([watch])
-    told = watchers  # the closures' reference (mypy: not None)
+    told: weakref.WeakSet[ExitWatch] = weakref.WeakSet([watch])
 
     @functools.wraps(handle_exit)
     def on_exit_signal(self: Any, sig: int, frame: FrameType | None) -> Any:
@@ -207,7 +206,7 @@ def _wrap_uvicorn_server(module: ModuleType, watch: ExitWatch) -> None:
                 each.requested_stop()
         return handle_exit(self, sig, frame)
 
-    setattr(on_exit_signal, _WATCHERS, watchers)
+    setattr(on_exit_signal, _WATCHERS, told)
     server.handle_exit = on_exit_signal
     capture_signals = getattr(server, "capture_signals", None)
     if callable(capture_signals):  # uvicorn >= 0.29: the handlers' scope, re-raise at its end
