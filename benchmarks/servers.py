@@ -3,9 +3,11 @@ without this package (issue 17's goal: >= 95 %).
 
     .venv/bin/python benchmarks/servers.py                 # 3 rounds x 3,000 requests
     .venv/bin/python benchmarks/servers.py --rounds 5 --requests 5000
+    .venv/bin/python benchmarks/servers.py --inside         # + the request path's CPU in situ
 
-The app (written to a temporary directory; it does not import this package) answers
-``GET /work`` by building and dropping a few hundred kB. Both contenders run the same command,
+The app (written to a temporary directory; it imports nothing of this package unless
+``--inside``) answers ``GET /work`` by building and dropping a few hundred kB. Every contender
+runs the same command,
 ``opentelemetry-instrument gunicorn -w 2 app:app``, with the flask instrumentation and every
 signal over OTLP/gRPC into a local receiver (``tests/otlp_receiver.py``):
 
@@ -17,7 +19,17 @@ signal over OTLP/gRPC into a local receiver (``tests/otlp_receiver.py``):
 
 A bounded load generator (asyncio, 127.0.0.1 only) keeps ``--in-flight`` requests (default 16)
 open; each round starts a fresh server, warms it up, then times ``--requests`` requests.
-Contenders alternate round by round; the table gives each round and the medians.
+Contenders alternate round by round; the table gives each round and the medians, and how much
+of the server's CPU per request ran outside the processes' main threads (the exporters' and the
+monitor's threads: the span export of the memory attributes and the request histogram's
+records are there).
+
+``--inside`` also times, with CPU clocks inside the ``with`` workers, what the package's request
+span start and end cost the request's thread in the server: the app then wraps
+``RequestSpans.on_start`` and ``RequestSpans.finish`` when it is loaded (the clocks' own cost is
+in that contender's row). A server's request runs so much other code between two of them that
+the package's code and data are out of the CPU caches each time: this is about twice what
+``benchmarks/request_spans.py`` measures in a loop.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from _common import median, python_line
 
@@ -51,6 +64,41 @@ def work():
     rows = [{"id": n, "name": f"row-{n}"} for n in range(1000)]
     return {"rows": len(rows)}
 '''
+INSIDE = '''
+import os
+import time
+
+try:
+    from otel_memory.activity import requests as _requests
+except ImportError:  # the package is not installed: nothing to time
+    _requests = None
+_directory = os.environ.get("SERVERS_BENCHMARK_INSIDE")
+if _requests is not None and _directory:
+    _clock = time.thread_time_ns
+    _totals = [0, 0, 0]  # ns in RequestSpans.on_start, ns in RequestSpans.finish, finishes
+    _on_start, _finish = _requests.RequestSpans.on_start, _requests.RequestSpans.finish
+
+    def _timed_on_start(self, span, parent_context=None):
+        started = _clock()
+        _on_start(self, span, parent_context)
+        _totals[0] += _clock() - started
+
+    def _timed_finish(self, task):
+        started = _clock()
+        _finish(self, task)
+        _totals[1] += _clock() - started
+        _totals[2] += 1
+        if _totals[2] % 100 == 0:
+            path = os.path.join(_directory, str(os.getpid()))
+            with open(path + ".tmp", "w") as out:
+                out.write(" ".join(map(str, _totals)))
+            os.replace(path + ".tmp", path)
+
+    _requests.RequestSpans.on_start = _timed_on_start
+    _requests.RequestSpans.finish = _timed_finish
+'''
+"""``--inside``: the app wraps the package's request span start and end with CPU clocks; each
+worker writes its totals to a file every 100 requests."""
 CONTENDERS = ("without", "with, request_spans off", "with")
 
 
@@ -128,21 +176,43 @@ def _environment(contender: str, receiver: OTLPReceiver, log_dir: str) -> dict[s
     return env
 
 
-def measure(
-    contender: str, args: argparse.Namespace, receiver: OTLPReceiver
-) -> tuple[float, float, float]:
-    """Requests per second of one fresh server of ``contender``, its CPU µs per request, and
-    the part of it spent in threads other than the processes' main threads (exporters, the
-    monitor's sampler and events threads)."""
+class Round(NamedTuple):
+    """One fresh server's numbers."""
+
+    rate: float
+    """Requests per second."""
+    cpu: float
+    """Server CPU µs per request (master and workers, every thread)."""
+    threads: float
+    """The part of ``cpu`` outside the processes' main threads (exporters, monitor threads)."""
+    inside: tuple[float, float] | None
+    """``--inside``: µs of CPU per request in the request span's start and end, or None."""
+
+
+def _inside_totals(directory: Path) -> tuple[int, int, int]:
+    """Summed over the workers: ns in the request span starts and ends, and the ends."""
+    totals = [0, 0, 0]
+    for path in directory.glob("[0-9]*"):
+        for index, value in enumerate(path.read_text().split()):
+            totals[index] += int(value)
+    return totals[0], totals[1], totals[2]
+
+
+def measure(contender: str, args: argparse.Namespace, receiver: OTLPReceiver) -> Round:
+    """One fresh server of ``contender`` under the timed load."""
     port = _free_port()
     with tempfile.TemporaryDirectory() as directory:
-        Path(directory, "app.py").write_text(APP)
+        inside = Path(directory, "inside") if args.inside and contender == "with" else None
+        Path(directory, "app.py").write_text((INSIDE if inside else "") + APP)
         command = [
             str(BIN / "opentelemetry-instrument"), str(BIN / "gunicorn"),
             "-w", str(args.workers), "-b", f"127.0.0.1:{port}", "--chdir", directory,
             "--log-level", "warning", "app:app",
         ]  # fmt: skip
         env = _environment(contender, receiver, str(Path(directory, "logs")))
+        if inside is not None:
+            inside.mkdir()
+            env["SERVERS_BENCHMARK_INSIDE"] = str(inside)
         server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 30
@@ -156,10 +226,12 @@ def measure(
                     time.sleep(0.1)
             asyncio.run(_load(port, args.warmup, args.in_flight))
             main_before, others_before = _server_cpu(server.pid)
+            inside_before = _inside_totals(inside) if inside else (0, 0, 0)
             started = time.perf_counter()
             ok, failed = asyncio.run(_load(port, args.requests, args.in_flight))
             elapsed = time.perf_counter() - started
             main_after, others_after = _server_cpu(server.pid)
+            inside_after = _inside_totals(inside) if inside else (0, 0, 0)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(30)
@@ -168,7 +240,11 @@ def measure(
     per_request = 1e6 / max(ok, 1)
     main = (main_after - main_before) * per_request
     others = (others_after - others_before) * per_request
-    return ok / elapsed, main + others, others
+    timed: tuple[float, float] | None = None
+    if inside is not None:
+        start_ns, end_ns, ends = (a - b for a, b in zip(inside_after, inside_before, strict=True))
+        timed = (start_ns / max(ends, 1) / 1e3, end_ns / max(ends, 1) / 1e3)
+    return Round(ok / elapsed, main + others, others, timed)
 
 
 def main() -> None:
@@ -179,6 +255,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300, help="untimed requests first")
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn -w")
+    parser.add_argument(
+        "--inside", action="store_true",
+        help="also time the package's request span start and end inside 'with' (CPU clocks)",
+    )  # fmt: skip
     args = parser.parse_args()
     print(python_line())
     print(
@@ -186,17 +266,15 @@ def main() -> None:
         f"{args.rounds} interleaved rounds x {args.requests:,} requests, "
         f"{args.in_flight} in flight\n"
     )
-    rates: dict[str, list[float]] = {name: [] for name in CONTENDERS}
-    cpus: dict[str, list[float]] = {name: [] for name in CONTENDERS}
-    threads: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+    rounds: dict[str, list[Round]] = {name: [] for name in CONTENDERS}
     with OTLPReceiver() as receiver:
         for _ in range(args.rounds):
             for name in CONTENDERS:
-                rate, cpu, others = measure(name, args, receiver)
-                rates[name].append(rate)
-                cpus[name].append(cpu)
-                threads[name].append(others)
+                rounds[name].append(measure(name, args, receiver))
                 receiver.clear()
+    rates = {name: [r.rate for r in rounds[name]] for name in CONTENDERS}
+    cpus = {name: [r.cpu for r in rounds[name]] for name in CONTENDERS}
+    threads = {name: [r.threads for r in rounds[name]] for name in CONTENDERS}
     print("requests/s per round (server CPU µs per request)")
     for index in range(args.rounds):
         cells = [f"{n}: {rates[n][index]:.0f} ({cpus[n][index]:.0f})" for n in CONTENDERS]
@@ -215,6 +293,14 @@ def main() -> None:
         )
     print("\nratio: median of the per-round ratios to 'without' (goal, issue 17: 'with' >= 0.95)")
     print("of it threads: CPU µs per request outside the processes' main threads (exporters, ...)")
+    timed = [r.inside for r in rounds["with"] if r.inside is not None]
+    if timed:
+        starts, ends = median([t[0] for t in timed]), median([t[1] for t in timed])
+        print(
+            f"\ninside 'with' (--inside, its clocks included in its row): request span start "
+            f"{starts:.1f} µs + end {ends:.1f} µs = {starts + ends:.1f} µs of CPU per request"
+        )
+
 
 if __name__ == "__main__":
     main()
