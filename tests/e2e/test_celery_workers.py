@@ -34,9 +34,13 @@ def _run_worker_and_jobs(tmp_path: Path, log_dir: Path, jobs: int) -> str:
         str(BIN / "opentelemetry-instrument"), str(BIN / "celery"),
         "--workdir", "examples", "-A", "celery_worker", "worker", "-c", "2", "-l", "warning",
     ]  # fmt: skip
-    worker = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    # The worker's output goes to a file: a pipe nobody reads while the jobs run would stop the
+    # worker once its buffer is full (its warnings under a loaded machine), and the jobs time out.
+    output_path = tmp_path / f"worker-{jobs}.out"
+    with output_path.open("w") as output_file:
+        worker = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=output_file, stderr=subprocess.STDOUT, text=True
+        )
     try:
         producer_env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
         producer_env["OTEL_MEMORY_EXAMPLE_BROKER_DIR"] = env["OTEL_MEMORY_EXAMPLE_BROKER_DIR"]
@@ -44,13 +48,14 @@ def _run_worker_and_jobs(tmp_path: Path, log_dir: Path, jobs: int) -> str:
             [sys.executable, "examples/celery_worker.py", "--jobs", str(jobs), "--timeout", "60"],
             cwd=ROOT, env=producer_env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
-        assert sent.returncode == 0, sent.stderr
+        assert sent.returncode == 0, (sent.stderr, output_path.read_text())
         children = sorted((log_dir / ".otel-memory").glob("run-*.json"))
-        assert len(children) == 3, children  # the main process and its 2 pool children
+        # the main process and its 2 pool children
+        assert len(children) == 3, (children, output_path.read_text())
     finally:
         worker.send_signal(signal.SIGTERM)  # warm shutdown
-        output, _ = worker.communicate(timeout=60)
-    return output
+        worker.wait(timeout=60)
+    return output_path.read_text()
 
 
 def test_pool_children_stopped_at_a_warm_shutdown_are_never_reported(tmp_path):

@@ -9,12 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import pytest
 from http_helpers import free_port
@@ -57,29 +59,38 @@ def _env(receiver: OTLPReceiver, log_dir: Path) -> dict[str, str]:
 
 @contextmanager
 def serving(command: list[str], port: int, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """Run a server until the block ends, then stop it as its operator would (SIGTERM)."""
-    server = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                assert server.poll() is None, server.stdout.read()
-                assert time.monotonic() < deadline, "server did not listen"
-                time.sleep(0.1)
-        yield server
-    finally:
-        server.send_signal(signal.SIGTERM)
+    """Run a server until the block ends, then stop it as its operator would (SIGTERM).
+
+    Its output goes to a temporary file, not a pipe: nobody reads a pipe while the load runs,
+    and a server whose pipe is full stops answering."""
+    with tempfile.TemporaryFile("w+") as output:
+        server = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, text=True
+        )
         try:
-            output, _ = server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            output, _ = server.communicate()
-        print(output[-3000:])
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        break
+                except OSError:
+                    assert server.poll() is None, _read(output)
+                    assert time.monotonic() < deadline, "server did not listen"
+                    time.sleep(0.1)
+            yield server
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+            print(_read(output)[-3000:])
+
+
+def _read(output: IO[str]) -> str:
+    output.seek(0)
+    return output.read()
 
 
 def load(port: int, paths: list[str]) -> list[int]:
