@@ -6,10 +6,11 @@ without this package (issue 17's goal: >= 95 %).
     .venv/bin/python benchmarks/servers.py --inside         # + the request path's CPU in situ
 
 The app (written to a temporary directory; it imports nothing of this package unless
-``--inside``) answers ``GET /work`` by building and dropping a few hundred kB. Every contender
-runs the same command,
-``opentelemetry-instrument gunicorn -w 2 app:app``, with the flask instrumentation and every
-signal over OTLP/gRPC into a local receiver (``tests/otlp_receiver.py``):
+``--inside``) answers ``GET /work`` by building and dropping a few hundred kB (``--rows`` rows,
+default 1,000; heavier requests make the package's fixed cost per request a smaller part).
+Every contender runs the same command, ``opentelemetry-instrument gunicorn -w 2 app:app``, with
+the flask instrumentation and every signal over OTLP/gRPC into a local receiver
+(``tests/otlp_receiver.py``):
 
 - ``without``: ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=memory``: ``opentelemetry-instrument``
   never imports this package, as if it were not installed;
@@ -54,14 +55,17 @@ sys.path.insert(0, str(ROOT / "tests"))
 from otlp_receiver import OTLPReceiver  # noqa: E402  (a test helper: the real receiver)
 
 APP = '''
+import os
+
 from flask import Flask
 
 app = Flask(__name__)
+ROWS = int(os.environ.get("SERVERS_BENCHMARK_ROWS", "1000"))
 
 
 @app.get("/work")
 def work():
-    rows = [{"id": n, "name": f"row-{n}"} for n in range(1000)]
+    rows = [{"id": n, "name": f"row-{n}"} for n in range(ROWS)]
     return {"rows": len(rows)}
 '''
 INSIDE = '''
@@ -210,6 +214,7 @@ def measure(contender: str, args: argparse.Namespace, receiver: OTLPReceiver) ->
             "--log-level", "warning", "app:app",
         ]  # fmt: skip
         env = _environment(contender, receiver, str(Path(directory, "logs")))
+        env["SERVERS_BENCHMARK_ROWS"] = str(args.rows)
         if inside is not None:
             inside.mkdir()
             env["SERVERS_BENCHMARK_INSIDE"] = str(inside)
@@ -256,6 +261,10 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn -w")
     parser.add_argument(
+        "--rows", type=int, default=1000,
+        help="rows each request builds (default: issue 17's 'requests that allocate a little')",
+    )  # fmt: skip
+    parser.add_argument(
         "--inside", action="store_true",
         help="also time the package's request span start and end inside 'with' (CPU clocks)",
     )  # fmt: skip
@@ -264,7 +273,7 @@ def main() -> None:
     print(
         f"gunicorn -w {args.workers}, flask instrumentation, OTLP/gRPC to a local receiver; "
         f"{args.rounds} interleaved rounds x {args.requests:,} requests, "
-        f"{args.in_flight} in flight\n"
+        f"{args.in_flight} in flight, {args.rows:,} rows built per request\n"
     )
     rounds: dict[str, list[Round]] = {name: [] for name in CONTENDERS}
     with OTLPReceiver() as receiver:
