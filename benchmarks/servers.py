@@ -4,6 +4,7 @@ without this package (issue 17's goal: >= 95 %).
     .venv/bin/python benchmarks/servers.py                 # 3 rounds x 3,000 requests
     .venv/bin/python benchmarks/servers.py --rounds 5 --requests 5000
     .venv/bin/python benchmarks/servers.py --inside         # + the request path's CPU in situ
+    .venv/bin/python benchmarks/servers.py --floor          # + a bound: the contract's least work
 
 The app (written to a temporary directory; it imports nothing of this package unless
 ``--inside``) answers ``GET /work`` by building and dropping a few hundred kB (``--rows`` rows,
@@ -16,7 +17,11 @@ the flask instrumentation and every signal over OTLP/gRPC into a local receiver
   never imports this package, as if it were not installed;
 - ``with``: the ``memory`` instrumentor loaded (daily log, periodic lines, gauges) and
   ``request_spans`` on: memory on every request span and the request histogram;
-- ``with, request_spans off``: the monitor alone, to tell its cost from the request spans'.
+- ``with, request_spans off``: the monitor alone, to tell its cost from the request spans';
+- ``with, floor (not a product)``, with ``--floor``: the app replaces the request spans' start
+  and end with only what the contract cannot do without (two readings, five attributes, the
+  histogram's event; no open-task registry, overlap counts, context stacks or threshold
+  checks): a bound on what any implementation of the request spans can keep.
 
 A bounded load generator (asyncio, 127.0.0.1 only) keeps ``--in-flight`` requests (default 16)
 open; each round starts a fresh server, warms it up, then times ``--requests`` requests.
@@ -103,7 +108,48 @@ if _requests is not None and _directory:
 '''
 """``--inside``: the app wraps the package's request span start and end with CPU clocks; each
 worker writes its totals to a file every 100 requests."""
+FLOOR = '''
+import functools
+
+from opentelemetry.trace import SpanKind
+
+from otel_memory.activity import requests as _floor_requests
+from otel_memory.activity.events import RequestEnd
+from otel_memory.activity.opentask import REQUEST, OpenTask
+from otel_memory.base import attributes as _attr
+
+
+def _floor_on_start(self, span, parent_context=None):
+    if not self.enabled or span.kind not in (SpanKind.SERVER, SpanKind.CONSUMER):
+        return
+    span.end = functools.partial(_floor_end, self, span, self._reader.source.read())
+
+
+def _floor_end(self, span, start, end_time=None):
+    del span.end
+    self.finish((span, start))
+    type(span).end(span, end_time)
+
+
+def _floor_finish(self, ending):
+    span, start = ending
+    end = self._reader.source.read()
+    span.set_attributes({
+        _attr.RSS_START: start.rss, _attr.RSS_END: end.rss, _attr.RSS_DELTA: end.rss - start.rss,
+        _attr.RSS_PEAK: max(start.rss, end.rss), _attr.TASK_OVERLAP: 0,
+    })
+    growth = max(0, end.rss - start.rss)
+    self._events.put(RequestEnd(OpenTask(span.name, span, start, None, REQUEST), growth))
+
+
+_floor_requests.RequestSpans.on_start = _floor_on_start
+_floor_requests.RequestSpans.finish = _floor_finish
+'''
+"""``--floor``'s app: the request spans reduced to the work the contract cannot do without (two
+readings, five attributes, the histogram's event): no open-task registry (so no sampled peak),
+overlap counts, context stacks, threshold checks or failure handling. Not a product: a bound."""
 CONTENDERS = ("without", "with, request_spans off", "with")
+FLOOR_CONTENDER = "with, floor (not a product)"
 
 
 def _free_port() -> int:
@@ -175,7 +221,7 @@ def _environment(contender: str, receiver: OTLPReceiver, log_dir: str) -> dict[s
     )
     if contender == "without":
         env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "memory"
-    elif contender != "with":  # the monitor alone: what request spans add is the difference
+    elif contender == "with, request_spans off":  # the monitor alone: request spans' cost apart
         env["OTEL_PYTHON_MEMORY_MONITOR_REQUEST_SPANS"] = "false"
     return env
 
@@ -206,8 +252,12 @@ def measure(contender: str, args: argparse.Namespace, receiver: OTLPReceiver) ->
     """One fresh server of ``contender`` under the timed load."""
     port = _free_port()
     with tempfile.TemporaryDirectory() as directory:
-        inside = Path(directory, "inside") if args.inside and contender == "with" else None
-        Path(directory, "app.py").write_text((INSIDE if inside else "") + APP)
+        floor = contender == FLOOR_CONTENDER
+        timed = args.inside and (contender == "with" or floor)
+        inside = Path(directory, "inside") if timed else None
+        Path(directory, "app.py").write_text(
+            (FLOOR if floor else "") + (INSIDE if inside else "") + APP
+        )
         command = [
             str(BIN / "opentelemetry-instrument"), str(BIN / "gunicorn"),
             "-w", str(args.workers), "-b", f"127.0.0.1:{port}", "--chdir", directory,
@@ -265,6 +315,10 @@ def main() -> None:
         help="rows each request builds (default: issue 17's 'requests that allocate a little')",
     )  # fmt: skip
     parser.add_argument(
+        "--floor", action="store_true",
+        help="add a contender whose request spans do only what the contract cannot do without",
+    )  # fmt: skip
+    parser.add_argument(
         "--inside", action="store_true",
         help="also time the package's request span start and end inside 'with' (CPU clocks)",
     )  # fmt: skip
@@ -275,25 +329,26 @@ def main() -> None:
         f"{args.rounds} interleaved rounds x {args.requests:,} requests, "
         f"{args.in_flight} in flight, {args.rows:,} rows built per request\n"
     )
-    rounds: dict[str, list[Round]] = {name: [] for name in CONTENDERS}
+    contenders = CONTENDERS + ((FLOOR_CONTENDER,) if args.floor else ())
+    rounds: dict[str, list[Round]] = {name: [] for name in contenders}
     with OTLPReceiver() as receiver:
         for _ in range(args.rounds):
-            for name in CONTENDERS:
+            for name in contenders:
                 rounds[name].append(measure(name, args, receiver))
                 receiver.clear()
-    rates = {name: [r.rate for r in rounds[name]] for name in CONTENDERS}
-    cpus = {name: [r.cpu for r in rounds[name]] for name in CONTENDERS}
-    threads = {name: [r.threads for r in rounds[name]] for name in CONTENDERS}
+    rates = {name: [r.rate for r in rounds[name]] for name in contenders}
+    cpus = {name: [r.cpu for r in rounds[name]] for name in contenders}
+    threads = {name: [r.threads for r in rounds[name]] for name in contenders}
     print("requests/s per round (server CPU µs per request)")
     for index in range(args.rounds):
-        cells = [f"{n}: {rates[n][index]:.0f} ({cpus[n][index]:.0f})" for n in CONTENDERS]
+        cells = [f"{n}: {rates[n][index]:.0f} ({cpus[n][index]:.0f})" for n in contenders]
         print(f"  round {index + 1}: " + "   ".join(cells))
     print(
         f"\n{'contender':<28}{'req/s':>8}{'ratio':>8}{'CPU µs/req':>12}{'CPU ratio':>11}"
         f"{'of it threads':>15}"
     )
     base = rates["without"]
-    for name in CONTENDERS:
+    for name in contenders:
         ratio = median([w / o for o, w in zip(base, rates[name], strict=True)])
         cpu_ratio = median([w / o for o, w in zip(cpus["without"], cpus[name], strict=True)])
         print(
@@ -302,13 +357,15 @@ def main() -> None:
         )
     print("\nratio: median of the per-round ratios to 'without' (goal, issue 17: 'with' >= 0.95)")
     print("of it threads: CPU µs per request outside the processes' main threads (exporters, ...)")
-    timed = [r.inside for r in rounds["with"] if r.inside is not None]
-    if timed:
-        starts, ends = median([t[0] for t in timed]), median([t[1] for t in timed])
-        print(
-            f"\ninside 'with' (--inside, its clocks included in its row): request span start "
-            f"{starts:.1f} µs + end {ends:.1f} µs = {starts + ends:.1f} µs of CPU per request"
-        )
+    print()
+    for name in contenders:
+        timed = [r.inside for r in rounds[name] if r.inside is not None]
+        if timed:
+            starts, ends = median([t[0] for t in timed]), median([t[1] for t in timed])
+            print(
+                f"inside '{name}' (--inside, its clocks in its row): request span start "
+                f"{starts:.1f} µs + end {ends:.1f} µs = {starts + ends:.1f} µs of CPU per request"
+            )
 
 
 if __name__ == "__main__":
