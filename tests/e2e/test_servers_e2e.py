@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,18 +79,23 @@ def serving(command: list[str], port: int, env: dict[str, str]) -> Iterator[subp
                     time.sleep(0.1)
             yield server
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-            print(_read(output)[-3000:])
+            _stop(server, lambda: _read(output))
 
 
 def _read(output: IO[str]) -> str:
     output.seek(0)
     return output.read()
+
+
+def _stop(process: subprocess.Popen, output: Callable[[], str]) -> None:
+    """Stop ``process`` as its operator would (SIGTERM; killed after 30 s); show its output."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    print(output()[-3000:])
 
 
 def load(port: int, paths: list[str]) -> list[int]:
@@ -219,13 +224,7 @@ def test_celery_prefork_worker(tmp_path):
             assert f"{JOBS + 1} jobs done; dump held 150 MB" in sent.stdout
             time.sleep(1.5)
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-            print(log.read_text()[-3000:])
+            _stop(worker, log.read_text)
         spans = [s for s in receiver.spans() if s.name.startswith("run/")]
         print(f"{len(spans)} job spans received")
         missing = [s.name for s in spans if not set(s.attributes) >= MEMORY_KEYS]
