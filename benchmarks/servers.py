@@ -120,7 +120,8 @@ from otel_memory.base import attributes as _attr
 
 
 def _floor_on_start(self, span, parent_context=None):
-    if not self.enabled or span.kind not in (SpanKind.SERVER, SpanKind.CONSUMER):
+    kind = span.kind
+    if not self.enabled or (kind is not SpanKind.SERVER and kind is not SpanKind.CONSUMER):
         return
     span.end = functools.partial(_floor_end, self, span, self._reader.source.read())
 
