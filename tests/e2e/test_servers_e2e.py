@@ -148,12 +148,18 @@ def check_request_spans(receiver: OTLPReceiver, expected: int, spike_route: str)
     print(f"served by {len(workers)} worker(s) (service.instance.id)")
 
 
-def test_flask_on_gunicorn_two_workers(tmp_path):
+@pytest.mark.parametrize(
+    "options",
+    [(), ("--preload",), ("--worker-class", "gthread", "--threads", "4"),
+     ("--worker-class", "gthread", "--threads", "4", "--preload")],
+    ids=["sync", "sync-preload", "gthread", "gthread-preload"],
+)  # fmt: skip
+def test_flask_on_gunicorn_two_workers(tmp_path, options):
     port = free_port()
     command = [
         str(BIN / "opentelemetry-instrument"),
         str(BIN / "gunicorn"),
-        "-w", "2", "-b", f"127.0.0.1:{port}", "--chdir", "examples", "flask_app:app",
+        "-w", "2", "-b", f"127.0.0.1:{port}", "--chdir", "examples", *options, "flask_app:app",
     ]  # fmt: skip
     with OTLPReceiver() as receiver, serving(command, port, _env(receiver, tmp_path)):
         paths = [f"/items/{i}" for i in range(REQUESTS)]
