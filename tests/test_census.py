@@ -189,7 +189,11 @@ def test_both_passes_agree_on_the_real_heap():
     assert compiled.stats(name) == pure.stats(name)
     assert compiled.counts[name] == len(mine)
     assert abs(compiled.counts["list"] - pure.counts["list"]) < len(lists) // 10
-    assert compiled.counts["function"] == pure.counts["function"]
+    # Closures come and go in other threads between the two snapshots (the SDK's and earlier
+    # tests' threads): 18 of 21,922 did once in CI. A pass that miscounts a type is far off.
+    functions = pure.counts["function"]
+    assert functions > 1_000
+    assert abs(compiled.counts["function"] - functions) <= functions // 100
 
 
 def test_the_compiled_pass_is_built_and_used_by_default():
