@@ -282,8 +282,8 @@ def test_the_import_hook_calls_every_caller_once_after_the_module_ran(tmp_path, 
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
     seen: list[tuple[str, bool]] = []
-    exits._after_import("late_server", lambda m: seen.append(("first", m.Server.started)))
-    exits._after_import("late_server", lambda m: seen.append(("second", m.Server.started)))
+    exits._after_import("late_server", "first", lambda m: seen.append(("first", m.Server.started)))
+    exits._after_import("late_server", "second", lambda m: seen.append(("second", m.Server.started)))
     assert sum(isinstance(f, exits._AfterImport) for f in sys.meta_path) == 1
     try:
         # WHEN other modules are imported, then that one
@@ -299,3 +299,21 @@ def test_the_import_hook_calls_every_caller_once_after_the_module_ran(tmp_path, 
         assert "class Server" in inspect.getsource(late_server)
     finally:
         sys.modules.pop("late_server", None)
+
+
+def test_restarting_the_monitor_waits_for_uvicorns_import_once(tmp_path, monkeypatch):
+    # GIVEN a process that has not imported uvicorn (the hook waits for it)
+    from otel_memory.runtime import exits
+
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.delitem(sys.modules, "uvicorn.server", raising=False)
+    config = config_from_dict(
+        {"general": {"monitoring": {"memory_monitor": {"log_dir": str(tmp_path)}}}}
+    )
+    # WHEN the monitor starts and stops five times
+    for _ in range(5):
+        api.start(config)
+        api.stop()
+    # THEN one callback waits, not one per start (nothing piles up in sys.meta_path)
+    waiting = [f.thens for f in sys.meta_path if isinstance(f, exits._AfterImport)]
+    assert [len(thens) for thens in waiting] == [1]

@@ -88,8 +88,9 @@ class ExitWatch:
         module = sys.modules.get(_UVICORN_SERVER)
         if module is not None:
             _wrap_uvicorn_server(module, self)
-        else:
-            _after_import(_UVICORN_SERVER, functools.partial(_wrap_uvicorn_server, watch=self))
+        else:  # once per watch, however many starts (and forks) install it again
+            wrap = functools.partial(_wrap_uvicorn_server, watch=self)
+            _after_import(_UVICORN_SERVER, self, wrap)
         if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
             current = signal.getsignal(signal.SIGTERM)
             if callable(current) and _is_uvicorn_capture(current):
@@ -224,14 +225,14 @@ def _wrap_uvicorn_server(module: ModuleType, watch: ExitWatch) -> None:
         server.capture_signals = functools.wraps(capture_signals)(stop_before_reraise)
 
 
-def _after_import(name: str, then: Callable[[ModuleType], None]) -> None:
+def _after_import(name: str, caller: object, then: Callable[[ModuleType], None]) -> None:
     """Call ``then(module)`` right after module ``name`` is first imported (one finder per
-    name, however many callers)."""
+    name, one call per ``caller``: a caller that asks again is already waiting)."""
     for finder in sys.meta_path:
         if isinstance(finder, _AfterImport) and finder.name == name:
-            finder.thens.append(then)
+            finder.thens.setdefault(caller, then)
             return
-    sys.meta_path.insert(0, _AfterImport(name, then))
+    sys.meta_path.insert(0, _AfterImport(name, caller, then))
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
@@ -239,9 +240,9 @@ class _AfterImport(importlib.abc.MetaPathFinder):
     it would, and has its loader call ``then(module)`` once the module has run (then leaves
     ``sys.meta_path``). Every other import passes through at the cost of a name comparison."""
 
-    def __init__(self, name: str, then: Callable[[ModuleType], None]) -> None:
+    def __init__(self, name: str, caller: object, then: Callable[[ModuleType], None]) -> None:
         self.name = name
-        self.thens = [then]
+        self.thens: dict[object, Callable[[ModuleType], None]] = {caller: then}
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
@@ -262,7 +263,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
     def _run_then(self, module: ModuleType) -> None:
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(self)
-        for then in self.thens:
+        for then in self.thens.values():
             try:
                 then(module)
             except Exception as exc:  # never into the host's import
