@@ -184,6 +184,46 @@ def test_a_forked_child_never_removes_its_parents_run_state(tmp_path):
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
 
 
+ENDING = """
+import os, signal, sys
+from otel_memory.guards import lastrun
+from otel_memory.guards.lastrun import RunState
+
+forget = lastrun.remove_at_sigterm
+
+
+def forget_then_sigterm(path):
+    installed = forget(path)
+    if path is None:  # the SIGTERM arrives just after the handler forgot the file
+        os.kill(os.getpid(), signal.SIGTERM)
+    return installed
+
+
+lastrun.remove_at_sigterm = forget_then_sigterm
+state = RunState(sys.argv[1])
+state.begin()
+print(state.path, flush=True)
+getattr(state, sys.argv[2])()
+os._exit(3)
+"""
+
+
+@pytest.mark.skipif(not termination.AVAILABLE, reason="needs the compiled handler")
+@pytest.mark.parametrize("ending", ["end", "discard"])
+def test_a_sigterm_that_lands_while_the_run_ends_leaves_no_run_state(tmp_path, ending):
+    # GIVEN a pool worker ending its run (end(): it returned; discard(): uvicorn's stop) WHEN
+    # the pool's terminate() SIGTERM lands just after the compiled handler forgot its file
+    done = subprocess.run(
+        [sys.executable, "-c", ENDING, str(tmp_path / "logs"), ending],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    # THEN the process ends by it, and the file was already gone: not reported as a death
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert os.path.basename(done.stdout.strip()).startswith("run-")
+    assert not os.path.exists(done.stdout.strip())
+    assert claim_dead_runs(tmp_path / "logs") == []
+
+
 UVICORN_RUN = """
 import os, sys
 import otel_memory

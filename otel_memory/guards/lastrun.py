@@ -361,9 +361,9 @@ class RunState:
         pid = os.getpid()
         path = self._path
         if path and path == self._dir.run_file(pid) and self._kept != pid:  # ours, not a parent's
-            remove_at_sigterm(None)
             with contextlib.suppress(OSError):
                 os.unlink(path)
+            remove_at_sigterm(None)  # after: a SIGTERM in between finds the file gone
 
     def end(self) -> None:
         """Clean stop: remove this process's state file, so nobody reports it (unless kept)."""
@@ -371,10 +371,12 @@ class RunState:
             if self._owner != os.getpid():
                 return
             self._close()
-            remove_at_sigterm(None)
             if self._kept != self._owner:
                 with contextlib.suppress(OSError):
                     os.unlink(self._path)
+            # Forgotten only once removed: a SIGTERM in between (a pool's terminate() reaching a
+            # worker that is ending its run) would otherwise leave the file, reported as a death.
+            remove_at_sigterm(None)
             self._owner = -1
 
     def _create(self, pid: int) -> None:
@@ -396,14 +398,16 @@ class RunState:
         fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0))
         try:
             os.pwrite(fd, self._record("Idle", 0, self._clock()), 0)
+            # A requested stop is not a death: the handler knows the file before it exists.
+            remove_at_sigterm(self._path)
             os.rename(temporary, self._path)
         except OSError:
+            remove_at_sigterm(None)
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
         self._fd, self._owner = fd, pid
-        remove_at_sigterm(self._path)  # a requested stop is not a death, handler or not
 
     def _record(self, last_task: str, last_rss: int, timestamp: float) -> bytes:
         now = time.monotonic()
