@@ -223,6 +223,41 @@ def test_a_reused_pid_is_a_dead_run(tmp_path: Path) -> None:
     state.end()
 
 
+# A child killed while it writes its state file: before the rename that puts it in place.
+KILLED_WHILE_WRITING = """
+import os, sys, time
+from otel_memory.guards.lastrun import RunState
+
+
+def stuck(source, target):
+    print("ready", flush=True)
+    time.sleep(60)
+
+
+os.rename = stuck
+RunState(sys.argv[1], oom_kill_files=[]).begin()
+"""
+
+
+def test_a_state_file_never_put_in_place_is_swept_once_its_writer_is_gone(tmp_path: Path) -> None:
+    # GIVEN a process killed after it wrote its temporary state file, before the rename
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WHILE_WRITING, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    (temporary,) = state_files(tmp_path)
+    assert temporary.endswith(".tmp") and f"-{child.pid}.json." in temporary
+    live = tmp_path / STATE_DIR / temporary.replace(f"-{child.pid}.", f"-{os.getpid()}.")
+    live.write_text("")  # and a live writer's, mid-write
+    kill(child)
+
+    # WHEN the next start looks THEN the dead writer's half-made file goes, unreported
+    assert claim_dead_runs(tmp_path) == []
+    assert state_files(tmp_path) == [live.name]
+
+
 def test_runs_of_another_host_are_left_alone(tmp_path: Path) -> None:
     other = tmp_path / STATE_DIR / "run-elsewhere-4194999.json"
     other.parent.mkdir()

@@ -175,6 +175,8 @@ class _StateDir:
         for name in sorted(os.listdir(self._dir)):
             if name.startswith(f"claim-{self._host}-"):
                 self._sweep_claim(name)
+            elif name.startswith(prefix) and name.endswith(".tmp"):
+                self._sweep_temporary(name, prefix)
             if not (name.startswith(prefix) and name.endswith(".json")):
                 continue  # another host's processes cannot be checked from here
             try:
@@ -235,6 +237,16 @@ class _StateDir:
         except (ValueError, IndexError):
             return
         if not psutil.pid_exists(claimer):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self._dir, name))
+
+    def _sweep_temporary(self, name: str, prefix: str) -> None:
+        """Remove a state file that a process killed while writing it never renamed into place."""
+        try:
+            writer = int(name[len(prefix) :].split(".", 1)[0])
+        except ValueError:
+            return
+        if not psutil.pid_exists(writer):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(self._dir, name))
 
