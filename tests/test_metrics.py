@@ -11,7 +11,12 @@ import threading
 import psutil
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    PeriodicExportingMetricReader,
+)
 
 from otel_memory.activity import watched as watch
 from otel_memory.activity.census import OTHER, HeapCensus, census_of, class_name, take_census
@@ -205,6 +210,84 @@ def test_callbacks_are_no_ops_after_close(reader, provider):
     assert collect(reader) == {}
     assert source.calls == 1
     assert take.calls == 1
+
+
+class KeepingExporter(MetricExporter):
+    """Keeps every batch the periodic reader's thread exports (the SDK ships no such exporter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list = []
+
+    def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
+        self.batches.append(metrics_data)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        pass
+
+
+def test_a_collection_under_way_when_the_handle_closes_reports_each_cycle_whole():
+    # GIVEN the reader's own thread collecting every 10 ms, a real census each cycle
+    exporter = KeepingExporter()
+    provider = MeterProvider(
+        metric_readers=[PeriodicExportingMetricReader(exporter, export_interval_millis=10)]
+    )
+    in_census = threading.Event()
+
+    def take() -> HeapCensus:
+        in_census.set()
+        return take_census()
+
+    try:
+        for _ in range(5):
+            in_census.clear()
+            handle = m.install_metrics(profiling(), meter_provider=provider, take=take)
+            assert in_census.wait(10)
+            # WHEN stop() closes the handle while that thread is inside a cycle's census
+            handle.close()
+        provider.force_flush()
+    finally:
+        provider.shutdown()
+
+    # THEN every exported cycle has both heap gauges with the same classes, or neither
+    reported = 0
+    for batch in exporter.batches:
+        for resource in batch.resource_metrics:
+            for scope in resource.scope_metrics:
+                types = {
+                    metric.name: {p.attributes[m.ATTR_PYTHON_TYPE] for p in metric.data.data_points}
+                    for metric in scope.metrics
+                    if metric.name in (m.PYTHON_HEAP_OBJECTS, m.PYTHON_HEAP_SIZE)
+                }
+                if types:
+                    assert types.get(m.PYTHON_HEAP_OBJECTS) == types.get(m.PYTHON_HEAP_SIZE)
+                    reported += 1
+    assert reported >= 5
+
+
+def test_a_reading_cycle_under_way_when_the_handle_closes_reports_every_memory_gauge(
+    reader, provider
+):
+    # GIVEN a reading that the handle's close() interrupts (stop() on another thread)
+    handle = None
+
+    class ClosingSource(FakeReadingSource):
+        def read(self):
+            handle.close()
+            return super().read()
+
+    handle = m.install_metrics(
+        profiling(enabled=False), meter_provider=provider, reading_source=ClosingSource()
+    )
+    # WHEN collected: that cycle reports every memory gauge, the next one nothing
+    first = collect(reader)
+    assert {m.PROCESS_MEMORY_USAGE, m.PROCESS_MEMORY_VIRTUAL, m.OTEL_MEMORY_LIMIT} <= set(first)
+    assert m.OTEL_MEMORY_AVAILABLE in first and m.OTEL_MEMORY_FREE_RATIO in first
+    assert collect(reader) == {}
 
 
 def test_idle_trend_is_the_rss_slope_while_no_task_is_open(reader, provider):

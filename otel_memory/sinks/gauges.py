@@ -266,7 +266,10 @@ class MetricsHandle:
     """What :func:`install_metrics` registered; :meth:`close` turns every callback into a no-op.
 
     OpenTelemetry cannot unregister instruments, so a closed handle's instruments stay on the
-    meter and simply report nothing.
+    meter and simply report nothing. A collection cycle under way when it closes (``stop()`` on
+    the main thread while the reader's thread collects) still reports whole: the instruments
+    that share a cycle's reading or census all report it, or none do, so ``python.heap.size``
+    never lacks classes that ``python.heap.objects`` reported.
     """
 
     def __init__(
@@ -286,8 +289,9 @@ class MetricsHandle:
         self.idle_trend = _IdleSamples()
         self.classes = StableClasses(config.profiling.top_n_classes)
         self.readings: PerCycle[MemoryReading | None] = PerCycle(self._read)
-        self.censuses: PerCycle[HeapCensus] = PerCycle(take)
-        self.slot: _Slot | None = None
+        self.censuses: PerCycle[HeapCensus | None] = PerCycle(
+            lambda: None if self.closed else take()
+        )
         if profiler is not None:
             profiler.add_listener(self.censuses.offer)
         self.callbacks: dict[str, _Callback] = {
@@ -327,16 +331,18 @@ class MetricsHandle:
         return self._closed.is_set()
 
     def close(self) -> None:
-        """Stop reporting; idempotent."""
+        """Stop reporting; idempotent. The slot keeps dispatching to this handle until another
+        is installed, so a cycle under way finishes; the next cycle reports nothing."""
         self._closed.set()
-        with _slots_lock:
-            if self.slot is not None and self.slot.handle is self:
-                self.slot.handle = None
-        if self._profiler is not None:
-            self._profiler.remove_listener(self.censuses.offer)
+        profiler, self._profiler = self._profiler, None  # the handle may outlive its monitor
+        if profiler is not None:
+            profiler.remove_listener(self.censuses.offer)
 
     def _read(self) -> MemoryReading | None:
-        """One reading for the cycle (and an idle-trend sample when no task is open)."""
+        """One reading for the cycle (and an idle-trend sample when no task is open); none once
+        closed."""
+        if self.closed:
+            return None
         try:
             reading = self._source().read()
         except Exception as exc:  # psutil.Error, OSError, or a broken custom source
@@ -355,9 +361,7 @@ class MetricsHandle:
         """A memory instrument's callback: ``value`` of this cycle's reading."""
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            if self.closed:
-                return []
-            reading = self.readings.get(name)
+            reading = self.readings.get(name)  # None once closed, unless a cycle is under way
             return [] if reading is None else [Observation(value(reading))]
 
         return callback
@@ -375,8 +379,6 @@ class MetricsHandle:
 
     def limit_callback(self, options: CallbackOptions) -> Iterable[Observation]:
         """``otel_memory.limit``: the effective limit, labelled with where it comes from."""
-        if self.closed:
-            return []
         reading = self.readings.get(OTEL_MEMORY_LIMIT)
         if reading is None:
             return []
@@ -386,10 +388,9 @@ class MetricsHandle:
         """A heap gauge's callback: ``value(row)`` per reported class of this cycle's census."""
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            if self.closed:
-                return []
             try:
-                rows = self.classes.rows(self.censuses.get(name))
+                census = self.censuses.get(name)  # None once closed, unless a cycle is under way
+                rows = [] if census is None else self.classes.rows(census)
             except Exception as exc:  # a census touches every object's type: report, go on
                 self._warn_once("census", "otel_memory: heap gauges skipped: %r", exc)
                 return []
@@ -406,20 +407,22 @@ class MetricsHandle:
 
     def leak_suspects_callback(self, options: CallbackOptions) -> Iterable[Observation]:
         """``python.heap.leak_suspects``: how many classes are suspects now."""
-        if self.closed or self._profiler is None:
+        profiler = self._profiler
+        if self.closed or profiler is None:
             return []
         try:
-            return [Observation(len(self._profiler.suspects()))]
+            return [Observation(len(profiler.suspects()))]
         except Exception as exc:  # the detector is another module's: never into the scrape
             self._warn_once("suspects", "otel_memory: leak gauges skipped: %r", exc)
             return []
 
     def growth_streak_callback(self, options: CallbackOptions) -> Iterable[Observation]:
         """``python.heap.growth_streak``: the streak of each suspect (at most top N of them)."""
-        if self.closed or self._profiler is None:
+        profiler = self._profiler
+        if self.closed or profiler is None:
             return []
         try:
-            suspects = self._profiler.suspects()[: self._config.profiling.top_n_classes]
+            suspects = profiler.suspects()[: self._config.profiling.top_n_classes]
             return [Observation(s.streak, {ATTR_PYTHON_TYPE: s.name}) for s in suspects]
         except Exception as exc:
             self._warn_once("suspects", "otel_memory: leak gauges skipped: %r", exc)
@@ -532,16 +535,19 @@ class _Slot:
 
     OpenTelemetry keeps the first callbacks of an instrument name and ignores any registered
     later, so each instrument is created once per provider with a callback that dispatches to
-    whichever handle is installed now; a start/stop/start cycle then keeps reporting.
+    the handle installed now; a start/stop/start cycle then keeps reporting. The handle is
+    chosen once per collection cycle, so a cycle under way when another is installed finishes
+    with the one it began with.
     """
 
     def __init__(self) -> None:
         self.handle: MetricsHandle | None = None
         self.registered: set[str] = set()
+        self._cycle_handle: PerCycle[MetricsHandle | None] = PerCycle(lambda: self.handle)
 
     def dispatcher(self, name: str) -> _Callback:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            handle = self.handle
+            handle = self._cycle_handle.get(name)
             found = None if handle is None else handle.callbacks.get(name)
             return [] if found is None else found(options)
 
@@ -595,7 +601,7 @@ def install_metrics(
                 }[spec.kind]
                 create(name, [slot.dispatcher(name)], unit=spec.unit, description=spec.description)
                 slot.registered.add(name)
-        handle.slot, slot.handle = slot, handle
+        slot.handle = handle
     return handle
 
 
