@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import pytest
 from opentelemetry.metrics import NoOpMeterProvider, Observation
@@ -29,6 +30,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from otel_memory.base.config import config_from_dict
+from otel_memory.base.diagnostics import WarnOnce
 from otel_memory.sinks import forksafe
 from otel_memory.sinks.forksafe import collection_locks, hold_collections_across_fork
 from otel_memory.sinks.gauges import install_metrics
@@ -179,20 +181,25 @@ def test_a_collection_stuck_past_the_bound_delays_the_fork_by_the_bound_only(col
 
 
 class BlockingExporter(MetricExporter):
-    """An exporter whose first export in the parent blocks until released (a slow network)."""
+    """An exporter whose first export in the parent takes ``seconds`` (a slow network) while it
+    holds a lock of its own, as the OTLP gRPC exporter's channel does around each call; every
+    export takes that lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float) -> None:
         super().__init__()
         self.parent = os.getpid()
+        self.seconds = seconds
+        self.channel = threading.Lock()
         self.entered = threading.Event()
         self.release = threading.Event()
         self.exported = 0
 
     def export(self, metrics_data, timeout_millis=10_000, **kwargs) -> MetricExportResult:
-        if os.getpid() == self.parent and not self.entered.is_set():
-            self.entered.set()
-            self.release.wait(30)
-        self.exported += 1
+        with self.channel:
+            if os.getpid() == self.parent and not self.entered.is_set():
+                self.entered.set()
+                self.release.wait(self.seconds)
+            self.exported += 1
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis=10_000) -> bool:
@@ -202,28 +209,56 @@ class BlockingExporter(MetricExporter):
         pass
 
 
-@pytest.mark.parametrize("protected", [True, False])
-def test_a_child_forked_during_an_export_exports(protected):
-    # GIVEN a periodic reader's export in progress (it holds the reader's export lock)
-    exporter = BlockingExporter()
+@contextmanager
+def exporting(seconds: float, protected: bool, wait: float = forksafe.FORK_WAIT_SECONDS):
+    """A periodic reader's export in progress on its thread (it holds the reader's export lock
+    and the exporter's own), for ``seconds`` at most; forks wait ``wait`` at most."""
+    exporter = BlockingExporter(seconds)
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
     provider, _ = sdk(lambda options: [Observation(1)], reader)
     if protected:
-        assert hold_collections_across_fork(provider)
-    exporting = threading.Thread(target=reader.collect)
-    exporting.start()
+        assert hold_collections_across_fork(provider, wait)
+    thread = threading.Thread(target=reader.collect)
+    thread.start()
     try:
         assert exporter.entered.wait(5)
-        # WHEN the main thread forks
-        code, forked = fork_and_run(lambda: reader.collect() or exporter.exported == 1, timeout=3)
+        yield reader, exporter
     finally:
         exporter.release.set()
-        exporting.join(10)
+        thread.join(10)
         provider.shutdown()
-    # THEN the fork did not wait for the export (it would wait the 2 s bound), and the child
-    # exports with a new lock
-    assert forked < 1.5
-    assert code == (0 if protected else HUNG)
+
+
+@pytest.mark.parametrize("protected", [True, False])
+def test_a_child_forked_during_an_export_exports(protected):
+    # GIVEN an export in progress that ends within the bound (0.5 s)
+    with exporting(0.5, protected) as (reader, exporter):
+        # WHEN the main thread forks
+        def child_exports() -> bool:
+            before = exporter.exported
+            reader.collect()
+            return exporter.exported == before + 1
+
+        code, forked = fork_and_run(child_exports, timeout=5)
+    # THEN the fork waited for the export, and the child, whose exporter's own lock is free,
+    # exports; without the hold, it inherits that lock held and its exports block forever
+    if protected:
+        assert 0.2 < forked < 1.9
+        assert code == 0
+    else:
+        assert code == HUNG
+
+
+def test_an_export_stuck_past_the_bound_delays_the_fork_by_the_bound_only(caplog, monkeypatch):
+    monkeypatch.setattr(forksafe, "_warn", WarnOnce(logging.getLogger("otel_memory")))
+    # GIVEN an export that does not end (a collector that does not answer), a 0.5 s bound
+    # WHEN the main thread forks
+    with exporting(30, True, 0.5), caplog.at_level(logging.WARNING, logger="otel_memory"):
+        code, forked = fork_and_run(lambda: True, timeout=5)
+    # THEN the fork went on after the bound, and said why once
+    assert 0.45 < forked < 5
+    assert code == 0
+    assert "export was still running 0.5 s after a fork began" in caplog.text
 
 
 def test_a_callback_that_forks_does_not_wait_for_its_own_collection():
@@ -281,17 +316,17 @@ def test_a_provider_that_is_not_the_sdks_is_ignored(provider):
 
 def test_the_sdks_private_collection_locks_are_where_we_look():
     """Fails when an SDK release moves them: then forked workers are unprotected again."""
-    periodic = PeriodicExportingMetricReader(BlockingExporter(), export_interval_millis=3_600_000)
+    periodic = PeriodicExportingMetricReader(BlockingExporter(0), export_interval_millis=3_600_000)
     readers = [InMemoryMetricReader(), periodic]
     provider = MeterProvider(metric_readers=readers, shutdown_on_exit=False)
     locks = collection_locks(provider)
     consumer = provider._measurement_consumer
     storages = consumer._reader_storages
-    assert [(held.owner, held.name, held.waits) for held in locks] == [
-        (consumer, "_lock", True),
-        (storages[readers[0]], "_lock", True),
-        (storages[periodic], "_lock", True),
-        (periodic, "_export_lock", False),
+    assert [(held.owner, held.name) for held in locks] == [
+        (consumer, "_lock"),
+        (storages[readers[0]], "_lock"),
+        (storages[periodic], "_lock"),
+        (periodic, "_export_lock"),
     ]
     lock, rlock = type(threading.Lock()), type(threading.RLock())
     assert [type(held.current()) for held in locks] == [lock, rlock, rlock, lock]

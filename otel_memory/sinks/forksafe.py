@@ -7,9 +7,13 @@
 The SDK's ``MeterProvider`` holds its measurement consumer's lock through every collection,
 observable callbacks included, and does not renew it after ``os.fork()``. A pre-fork server whose
 master is collected (a Prometheus scrape, the periodic exporter) while it forks a worker gives a
-worker whose collections block forever. Around each fork this module takes that lock (and each
-reader storage's), waiting at most :data:`FORK_WAIT_SECONDS` for a running collection, so the child
-starts with a consistent, free SDK; when the collection outlasts the wait, the child gets new locks.
+worker whose collections block forever. An export in flight at the fork does the same through the
+exporter: the OTLP gRPC exporter's channel keeps a lock of its own, held around each call, that a
+child inherits held (a gunicorn worker that serves requests and never exports a metric). Around
+each fork this module takes those locks (the consumer's, each reader storage's and each periodic
+reader's export lock), waiting at most :data:`FORK_WAIT_SECONDS` in all for a running collection
+or export, so the child starts with a consistent, free SDK and exporter; when one outlasts the
+wait, the child gets new SDK locks.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Protocol
 from otel_memory.base.diagnostics import WarnOnce
 
 FORK_WAIT_SECONDS = 2.0
-"""How long a fork waits for a running collection: a hung callback must not hang the host's fork."""
+"""How long a fork waits for a running collection and export: a hung callback or a collector that
+does not answer must not hang the host's fork."""
 
 _log = logging.getLogger("otel_memory")
 _warn = WarnOnce(_log)
@@ -44,13 +49,12 @@ class _Lock(Protocol):
 
 @dataclass(frozen=True)
 class CollectionLock:
-    """One SDK lock a collection holds: ``getattr(owner, name)``, how to make a new one, and
-    whether a fork waits for it (within the bound) or only renews it in the child."""
+    """One SDK lock a collection or export holds: ``getattr(owner, name)`` and how to make a new
+    one (a fork waits for each within the bound, and renews in the child one it could not take)."""
 
     owner: object
     name: str
     new: Callable[[], _Lock]
-    waits: bool = True
 
     def current(self) -> _Lock:
         """The lock the owner holds now (the SDK reads the attribute at each use)."""
@@ -66,9 +70,9 @@ def collection_locks(meter_provider: object) -> list[CollectionLock]:
     it, briefly, by a thread recording an instrument's first measurement: the one case the
     consumer lock does not cover. A ``PeriodicExportingMetricReader``'s ``_export_lock`` is held
     after the collection, through the exporter's network call, and is not renewed after a fork
-    either; a fork does not wait for an export (it may take the export timeout), the child gets
-    a new lock. The per-stream aggregation locks are left alone: many, held for microseconds by
-    a record and never while user code runs.
+    either: waiting for it is waiting for the export, whose exporter may hold locks of its own
+    (gRPC's channel) that nobody renews. The per-stream aggregation locks are left alone: many,
+    held for microseconds by a record and never while user code runs.
     """
     consumer = getattr(meter_provider, "_measurement_consumer", None)
     if not _is_lock(getattr(consumer, "_lock", None)):
@@ -82,7 +86,7 @@ def collection_locks(meter_provider: object) -> list[CollectionLock]:
             if _is_lock(getattr(storage, "_lock", None))
         ]
         locks += [
-            CollectionLock(reader, "_export_lock", threading.Lock, waits=False)
+            CollectionLock(reader, "_export_lock", threading.Lock)
             for reader in storages
             if _is_lock(getattr(reader, "_export_lock", None))
         ]
@@ -136,7 +140,7 @@ class _ForkGate:
             # it releases it in the child too, and waiting for it would only time out.
             for held in inner:
                 lock = held.current()
-                remaining = max(0.0, deadline - time.monotonic()) if held.waits else 0.0
+                remaining = max(0.0, deadline - time.monotonic())
                 taken.append((held, lock if lock.acquire(True, remaining) else None))
         except Exception:  # an at-fork handler must not break the host's fork
             return
@@ -144,11 +148,11 @@ class _ForkGate:
     def after_in_parent(self) -> None:
         """Release what ``before`` took; say once when a collection outlasted the wait."""
         for held, lock in self._taken.pop(threading.get_ident(), []):
-            if lock is None and held.waits:
+            if lock is None:
                 _warn(
                     "fork-collection",
-                    "A metrics collection was still running %.1f s after a fork began; the "
-                    "child got new SDK locks (%s.%s)",
+                    "A metrics collection or export was still running %.1f s after a fork "
+                    "began; the child got new SDK locks (%s.%s)",
                     self._wait,
                     type(held.owner).__name__,
                     held.name,

@@ -119,6 +119,21 @@ def wait_for_server_spans(receiver: OTLPReceiver, expected: int) -> list:
         time.sleep(0.2)
 
 
+def wait_for_instances(receiver: OTLPReceiver, enough: Callable[[set[str]], bool]) -> set[str]:
+    """The ``service.instance.id`` of every process whose memory gauges arrived, once they are
+    ``enough`` (or after 20 s): a loaded machine may delay a process's first export past a
+    metric period or two, or time it out (``OTEL_EXPORTER_OTLP_TIMEOUT``)."""
+    deadline = time.monotonic() + 20
+    while True:
+        instances = {
+            point.resource.get("service.instance.id")
+            for point in receiver.data_points("otel_memory.available")
+        }
+        if enough(instances) or time.monotonic() > deadline:
+            return instances
+        time.sleep(0.2)
+
+
 def check_request_spans(receiver: OTLPReceiver, expected: int, spike_route: str) -> None:
     spans = wait_for_server_spans(receiver, expected)
     missing = [s.name for s in spans if not set(s.attributes) >= MEMORY_KEYS]
@@ -169,10 +184,7 @@ def test_flask_on_gunicorn_two_workers(tmp_path, options):
         check_request_spans(receiver, REQUESTS + 1, "GET /report")
         # Each worker's series are its own: the SDK gives a forked worker a new
         # service.instance.id, so a backend keeps the master's and both workers' apart.
-        instances = {
-            point.resource.get("service.instance.id")
-            for point in receiver.data_points("otel_memory.available")
-        }
+        instances = wait_for_instances(receiver, lambda found: len(found) >= 3)
         assert len(instances) >= 3, instances
 
 
@@ -197,10 +209,7 @@ def test_fastapi_on_uvicorn(tmp_path, workers):
                 for s in receiver.spans()
                 if s.kind == SERVER
             }
-            measured_by = {
-                point.resource.get("service.instance.id")
-                for point in receiver.data_points("otel_memory.available")
-            }
+            measured_by = wait_for_instances(receiver, served_by.issubset)
             assert len(served_by) == workers, served_by
             assert served_by <= measured_by
 
