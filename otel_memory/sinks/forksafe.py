@@ -113,16 +113,31 @@ def hold_collections_across_fork(meter_provider: object, wait: float = FORK_WAIT
 
 
 class _ForkGate:
-    """The at-fork trio for one provider. Never raises: it runs inside the host's ``fork()``."""
+    """The at-fork trio for one provider. Never raises: it runs inside the host's ``fork()``.
+
+    A lock that a fork could not take within the bound (a hung callback, an export retrying
+    against a collector that does not answer) is not waited for again until a fork finds it
+    free, so a pool forking eight workers meanwhile waits once, not eight times.
+    """
 
     def __init__(self, provider: weakref.ref[object], wait: float) -> None:
         self._provider = provider
         self._wait = wait
         # Per forking thread: two threads may fork at once.
         self._taken: dict[int, list[tuple[CollectionLock, _Lock | None]]] = {}
+        self._stuck: set[int] = set()  # id() of the locks the last fork could not take
+
+    def _take(self, lock: _Lock, timeout: float) -> _Lock | None:
+        """``lock`` once taken within ``timeout`` (none if it was stuck at the last fork)."""
+        key = id(lock)
+        if lock.acquire(True, 0.0 if key in self._stuck else timeout):
+            self._stuck.discard(key)
+            return lock
+        self._stuck.add(key)
+        return None
 
     def before(self) -> None:
-        """Take each lock, waiting for a running collection up to the bound in all."""
+        """Take each lock, waiting for a running collection or export up to the bound in all."""
         try:
             locks = collection_locks(self._provider())
             if not locks:
@@ -135,13 +150,13 @@ class _ForkGate:
             if lock.acquire(False):
                 taken.append((consumer, lock))
             elif not _collecting_here(consumer.owner):
-                taken.append((consumer, lock if lock.acquire(True, self._wait) else None))
+                taken.append((consumer, self._take(lock, self._wait)))
             # else this thread forks from inside a collection (a callback): the lock is its own,
             # it releases it in the child too, and waiting for it would only time out.
             for held in inner:
                 lock = held.current()
                 remaining = max(0.0, deadline - time.monotonic())
-                taken.append((held, lock if lock.acquire(True, remaining) else None))
+                taken.append((held, self._take(lock, remaining)))
         except Exception:  # an at-fork handler must not break the host's fork
             return
 
