@@ -20,6 +20,12 @@ from contextlib import contextmanager
 import pytest
 from opentelemetry.metrics import NoOpMeterProvider, Observation
 from opentelemetry.metrics._internal import _ProxyMeterProvider
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    LogRecordExporter,
+    LogRecordExportResult,
+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
@@ -28,7 +34,10 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+import otel_memory
 from otel_memory.base.config import config_from_dict
 from otel_memory.base.diagnostics import WarnOnce
 from otel_memory.sinks import forksafe
@@ -343,3 +352,95 @@ def test_install_metrics_holds_its_providers_collections_across_forks():
     config = config_from_dict({"general": {"monitoring": {"memory_profiling": {"enabled": False}}}})
     install_metrics(config, meter_provider=provider).close()
     assert not hold_collections_across_fork(provider)
+
+
+class ChannelExporter(SpanExporter, LogRecordExporter):
+    """A span or log exporter whose first export in the parent takes 0.5 s while it holds a lock
+    of its own (the OTLP gRPC exporter's channel); every export takes that lock."""
+
+    def __init__(self) -> None:
+        self.parent = os.getpid()
+        self.channel = threading.Lock()
+        self.entered = threading.Event()
+        self.exported = 0
+
+    def export(self, batch):
+        with self.channel:
+            if os.getpid() == self.parent and not self.entered.is_set():
+                self.entered.set()
+                time.sleep(0.5)
+            self.exported += len(batch)
+        return SpanExportResult.SUCCESS if isinstance(batch[0], ReadableSpan) else (
+            LogRecordExportResult.SUCCESS
+        )
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _spans(exporter: ChannelExporter):
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=10))
+    tracer = provider.get_tracer("test")
+
+    def emit() -> None:
+        tracer.start_span("job").end()
+
+    return provider, emit
+
+
+def _logs(exporter: ChannelExporter):
+    provider = LoggerProvider()
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter, schedule_delay_millis=10))
+    logger = provider.get_logger("test")
+
+    def emit() -> None:
+        logger.emit(body="line")
+
+    return provider, emit
+
+
+@pytest.mark.parametrize("signal_", ["spans", "logs"])
+@pytest.mark.parametrize("protected", [True, False])
+def test_a_worker_forked_during_a_span_or_log_export_still_exports(signal_, protected):
+    # GIVEN the monitor started with SDK tracer and logger providers whose batch processor is
+    # exporting on its thread (the exporter holds its channel's lock)
+    exporter = ChannelExporter()
+    provider, emit = (_spans if signal_ == "spans" else _logs)(exporter)
+    keyword = "tracer_provider" if signal_ == "spans" else "logger_provider"
+    config = config_from_dict({"general": {"monitoring": {"memory_monitor": {"enabled": False}}}})
+    otel_memory.start(config, **({keyword: provider} if protected else {}))
+    try:
+        emit()
+        assert exporter.entered.wait(5)
+
+        # WHEN the main thread forks, and the child sends its own
+        def child_exports() -> bool:
+            before = exporter.exported
+            emit()
+            provider.force_flush(3_000)
+            return exporter.exported == before + 1
+
+        code, forked = fork_and_run(child_exports, timeout=5)
+    finally:
+        otel_memory.stop()
+        provider.shutdown()
+    # THEN the fork waited for the export, and the child's exporter is free to send; without
+    # the hold the child inherits the channel's lock held and never sends
+    if protected:
+        assert code == 0
+        assert forked < 1.9
+    else:
+        assert code == HUNG
+
+
+def test_the_sdks_private_batch_export_locks_are_where_we_look():
+    """Fails when an SDK release moves them: then a worker forked mid-export sends nothing."""
+    for make in (_spans, _logs):
+        provider, _ = make(ChannelExporter())
+        (held,) = collection_locks(provider)
+        assert held.name == "_export_lock" and held.new is None
+        assert type(held.current()) is type(threading.Lock())
+        provider.shutdown()
+    assert collection_locks(TracerProvider()) == [] and collection_locks(LoggerProvider()) == []
+    assert hold_collections_across_fork(TracerProvider())  # processors added later are found

@@ -45,6 +45,7 @@ from otel_memory.kernel.readings import MemoryReader, ReadingSource
 from otel_memory.runtime.exits import ExitWatch
 from otel_memory.runtime.periodic import PeriodicLines, archive
 from otel_memory.sinks.dailylog import DailyLogSink, DailyLogWriter
+from otel_memory.sinks.forksafe import hold_collections_across_fork
 from otel_memory.sinks.gauges import install_metrics
 from otel_memory.sinks.histograms import HistogramSink, RequestHistogram, TaskHistograms
 from otel_memory.sinks.logbridge import OTelLogSink
@@ -195,10 +196,13 @@ class Monitor:
             sinks.append(OTelLogSink(monitor.export_logs, logger_provider))
         if monitor.task_histograms:
             sinks.append(HistogramSink(TaskHistograms(meter_provider)))
+        tracer_provider = running.providers[0] or trace.get_tracer_provider()
+        for provider in (tracer_provider, logger_provider or _logs.get_logger_provider()):
+            hold_collections_across_fork(provider)  # a worker forked mid-export still exports
         requests = self._requests
         if monitor.request_spans and requests is not None:
             sinks.append(RequestHistogram(meter_provider))
-            requests.install(running.providers[0] or trace.get_tracer_provider())
+            requests.install(tracer_provider)
         self._events.set_sinks(sinks)
         self._watch_thresholds(running)
         deep = monitor.deep_capture

@@ -3,6 +3,7 @@
     from otel_memory.sinks.forksafe import hold_collections_across_fork
 
     hold_collections_across_fork(meter_provider)   # once per provider; install_metrics does it
+    hold_collections_across_fork(logger_provider)  # the monitor does it for its tracer and logger
 
 The SDK's ``MeterProvider`` holds its measurement consumer's lock through every collection,
 observable callbacks included, and does not renew it after ``os.fork()``. A pre-fork server whose
@@ -13,7 +14,9 @@ child inherits held (a gunicorn worker that serves requests and never exports a 
 each fork this module takes those locks (the consumer's, each reader storage's and each periodic
 reader's export lock), waiting at most :data:`FORK_WAIT_SECONDS` in all for a running collection
 or export, so the child starts with a consistent, free SDK and exporter; when one outlasts the
-wait, the child gets new SDK locks.
+wait, the child gets new SDK locks. The span and log batch processors' exports are held the same
+way (a replacement worker forked while the master exported its ``---`` lines would never send
+its own log records, the report of the worker it replaces included).
 """
 
 from __future__ import annotations
@@ -50,11 +53,12 @@ class _Lock(Protocol):
 @dataclass(frozen=True)
 class CollectionLock:
     """One SDK lock a collection or export holds: ``getattr(owner, name)`` and how to make a new
-    one (a fork waits for each within the bound, and renews in the child one it could not take)."""
+    one (a fork waits for each within the bound, and renews in the child one it could not take;
+    ``None``: the owner renews it itself after a fork)."""
 
     owner: object
     name: str
-    new: Callable[[], _Lock]
+    new: Callable[[], _Lock] | None
 
     def current(self) -> _Lock:
         """The lock the owner holds now (the SDK reads the attribute at each use)."""
@@ -62,8 +66,12 @@ class CollectionLock:
         return lock
 
 
-def collection_locks(meter_provider: object) -> list[CollectionLock]:
-    """The locks an SDK ``MeterProvider``'s collections hold, outermost first; none for others.
+def collection_locks(provider: object) -> list[CollectionLock]:
+    """The locks an SDK provider's collections and exports hold, outermost first; none for others.
+
+    A ``TracerProvider`` or ``LoggerProvider``: each batch processor's ``_export_lock``, held
+    through its exporter's network call (the SDK renews it after a fork, not the exporter's own
+    locks). A ``MeterProvider``:
 
     ``SynchronousMeasurementConsumer._lock`` is held through each whole collection. Each reader's
     ``MetricReaderStorage._lock`` is held inside it while the storage is read, and also outside
@@ -74,9 +82,14 @@ def collection_locks(meter_provider: object) -> list[CollectionLock]:
     (gRPC's channel) that nobody renews. The per-stream aggregation locks are left alone: many,
     held for microseconds by a record and never while user code runs.
     """
-    consumer = getattr(meter_provider, "_measurement_consumer", None)
+    consumer = getattr(provider, "_measurement_consumer", None)
     if not _is_lock(getattr(consumer, "_lock", None)):
-        return []
+        batches = [getattr(p, "_batch_processor", None) for p in _processors(provider) or ()]
+        return [
+            CollectionLock(batch, "_export_lock", None)
+            for batch in batches
+            if _is_lock(getattr(batch, "_export_lock", None))
+        ]
     locks = [CollectionLock(consumer, "_lock", threading.Lock)]
     storages = getattr(consumer, "_reader_storages", None)
     if isinstance(storages, dict):
@@ -93,19 +106,35 @@ def collection_locks(meter_provider: object) -> list[CollectionLock]:
     return locks
 
 
-def hold_collections_across_fork(meter_provider: object, wait: float = FORK_WAIT_SECONDS) -> bool:
-    """Take an SDK provider's collection locks around each fork; returns whether it registered now.
+def _processors(provider: object) -> tuple[object, ...] | None:
+    """An SDK tracer or logger provider's processors (as they are now); ``None`` for others."""
+    for multi, name in (
+        ("_active_span_processor", "_span_processors"),
+        ("_multi_log_record_processor", "_log_record_processors"),
+    ):
+        processors = getattr(getattr(provider, multi, None), name, None)
+        if isinstance(processors, tuple):
+            return processors
+    return None
+
+
+def hold_collections_across_fork(provider: object, wait: float = FORK_WAIT_SECONDS) -> bool:
+    """Take an SDK provider's collection and export locks around each fork (a meter, tracer or
+    logger provider: :func:`collection_locks`, looked up at each fork); returns whether it
+    registered now.
 
     Registers once per provider and holds it weakly; does nothing for a provider that is not the
     SDK's (the API's no-op or proxy provider) or where ``os.register_at_fork`` is missing.
     """
-    if not hasattr(os, "register_at_fork") or not collection_locks(meter_provider):
+    if not hasattr(os, "register_at_fork"):
+        return False
+    if not collection_locks(provider) and _processors(provider) is None:
         return False
     with _registered_lock:
-        if meter_provider in _registered:
+        if provider in _registered:
             return False
-        _registered.add(meter_provider)
-    gate = _ForkGate(weakref.ref(meter_provider), wait)
+        _registered.add(provider)
+    gate = _ForkGate(weakref.ref(provider), wait)
     os.register_at_fork(
         before=gate.before, after_in_parent=gate.after_in_parent, after_in_child=gate.after_in_child
     )
@@ -178,7 +207,7 @@ class _ForkGate:
     def after_in_child(self) -> None:
         """Release what ``before`` took; replace a lock it could not take (its holder is gone)."""
         for held, lock in self._taken.pop(threading.get_ident(), []):
-            if lock is None or not _release(lock):
+            if (lock is None or not _release(lock)) and held.new is not None:
                 try:
                     setattr(held.owner, held.name, held.new())
                 except (AttributeError, TypeError):
