@@ -157,7 +157,8 @@ class _ForkGate:
         self._stuck: set[int] = set()  # id() of the locks the last fork could not take
 
     def _take(self, lock: _Lock, timeout: float) -> _Lock | None:
-        """``lock`` once taken within ``timeout`` (none if it was stuck at the last fork)."""
+        """``lock`` once taken within ``timeout`` (without waiting if the last fork could not take
+        it); ``None`` if not taken."""
         key = id(lock)
         if lock.acquire(True, 0.0 if key in self._stuck else timeout):
             self._stuck.discard(key)
