@@ -128,10 +128,12 @@ def test_stop_during_a_burst_writes_every_line_queued_before_it_and_returns(tmp_
     log_dir = tmp_path / "logs"
     otel_memory.start(_config(log_dir, export_logs="none"), tracer_provider=TracerProvider())
     events = get_runtime().events
-    events.capacity = 2048
+    # A small queue and a write slower than the producers fill it in: each write takes the whole
+    # backlog, so a faster disk keeps up with 8 threads on a loaded machine (once: 60 s, no wait)
+    events.capacity = 256
 
     def slow_write(fd, data):
-        time.sleep(0.002)
+        time.sleep(0.05)
         return os.write(fd, data)
 
     events.set_sinks([DailyLogSink(DailyLogWriter(log_dir, write=slow_write))])
