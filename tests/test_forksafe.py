@@ -189,13 +189,12 @@ def test_a_collection_stuck_past_the_bound_delays_the_fork_by_the_bound_only(col
     assert collects(reader)
 
 
-class BlockingExporter(MetricExporter):
-    """An exporter whose first export in the parent takes ``seconds`` (a slow network) while it
-    holds a lock of its own, as the OTLP gRPC exporter's channel does around each call; every
-    export takes that lock."""
+class SlowChannel:
+    """An exporter's network: its first export in the parent takes ``seconds`` (a slow network)
+    while it holds a lock of its own, as the OTLP gRPC exporter's channel does around each call;
+    every export takes that lock."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__()
         self.parent = os.getpid()
         self.seconds = seconds
         self.channel = threading.Lock()
@@ -203,12 +202,23 @@ class BlockingExporter(MetricExporter):
         self.release = threading.Event()
         self.exported = 0
 
-    def export(self, metrics_data, timeout_millis=10_000, **kwargs) -> MetricExportResult:
+    def send(self, count: int) -> None:
         with self.channel:
             if os.getpid() == self.parent and not self.entered.is_set():
                 self.entered.set()
                 self.release.wait(self.seconds)
-            self.exported += 1
+            self.exported += count
+
+
+class BlockingExporter(MetricExporter, SlowChannel):
+    """A metric exporter over a :class:`SlowChannel`."""
+
+    def __init__(self, seconds: float) -> None:
+        MetricExporter.__init__(self)
+        SlowChannel.__init__(self, seconds)
+
+    def export(self, metrics_data, timeout_millis=10_000, **kwargs) -> MetricExportResult:
+        self.send(1)
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis=10_000) -> bool:
@@ -354,22 +364,14 @@ def test_install_metrics_holds_its_providers_collections_across_forks():
     assert not hold_collections_across_fork(provider)
 
 
-class ChannelExporter(SpanExporter, LogRecordExporter):
-    """A span or log exporter whose first export in the parent takes 0.5 s while it holds a lock
-    of its own (the OTLP gRPC exporter's channel); every export takes that lock."""
+class ChannelExporter(SpanExporter, LogRecordExporter, SlowChannel):
+    """A span or log exporter over a :class:`SlowChannel` whose first export takes 0.5 s."""
 
     def __init__(self) -> None:
-        self.parent = os.getpid()
-        self.channel = threading.Lock()
-        self.entered = threading.Event()
-        self.exported = 0
+        SlowChannel.__init__(self, 0.5)
 
     def export(self, batch):
-        with self.channel:
-            if os.getpid() == self.parent and not self.entered.is_set():
-                self.entered.set()
-                time.sleep(0.5)
-            self.exported += len(batch)
+        self.send(len(batch))
         return SpanExportResult.SUCCESS if isinstance(batch[0], ReadableSpan) else (
             LogRecordExportResult.SUCCESS
         )

@@ -174,9 +174,9 @@ class _StateDir:
         found = []
         for name in sorted(os.listdir(self._dir)):
             if name.startswith(f"claim-{self._host}-"):
-                self._sweep_claim(name)
+                self._sweep(name, name.split("-")[-2])  # claim-{host}-{claimer}-{uuid}
             elif name.startswith(prefix) and name.endswith(".tmp"):
-                self._sweep_temporary(name, prefix)
+                self._sweep(name, name[len(prefix) :].split(".", 1)[0])  # run-{host}-{pid}.json.*
             if not (name.startswith(prefix) and name.endswith(".json")):
                 continue  # another host's processes cannot be checked from here
             try:
@@ -230,23 +230,13 @@ class _StateDir:
             cause=_cause(record.get("oom")),
         )
 
-    def _sweep_claim(self, name: str) -> None:
-        """Remove a claim left by a process that died while claiming."""
+    def _sweep(self, name: str, writer: str) -> None:
+        """Remove a claim or a temporary state file whose ``writer`` died before it finished."""
         try:
-            claimer = int(name.split("-")[-2])
-        except (ValueError, IndexError):
-            return
-        if not psutil.pid_exists(claimer):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self._dir, name))
-
-    def _sweep_temporary(self, name: str, prefix: str) -> None:
-        """Remove a state file that a process killed while writing it never renamed into place."""
-        try:
-            writer = int(name[len(prefix) :].split(".", 1)[0])
+            pid = int(writer)
         except ValueError:
             return
-        if not psutil.pid_exists(writer):
+        if not psutil.pid_exists(pid):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(self._dir, name))
 

@@ -119,19 +119,13 @@ def wait_for_server_spans(receiver: OTLPReceiver, expected: int) -> list:
         time.sleep(0.2)
 
 
-def wait_for_instances(receiver: OTLPReceiver, enough: Callable[[set[str]], bool]) -> set[str]:
-    """The ``service.instance.id`` of every process whose memory gauges arrived, once they are
-    ``enough`` (or after 20 s): a loaded machine may delay a process's first export past a
-    metric period or two, or time it out (``OTEL_EXPORTER_OTLP_TIMEOUT``)."""
-    deadline = time.monotonic() + 20
-    while True:
-        instances = {
-            point.resource.get("service.instance.id")
-            for point in receiver.data_points("otel_memory.available")
-        }
-        if enough(instances) or time.monotonic() > deadline:
-            return instances
-        time.sleep(0.2)
+def instances(receiver: OTLPReceiver) -> set[str]:
+    """The ``service.instance.id`` of every process whose memory gauges arrived (a loaded
+    machine may delay a process's first export past a metric period or two: wait for it)."""
+    return {
+        point.resource.get("service.instance.id")
+        for point in receiver.data_points("otel_memory.available")
+    }
 
 
 def check_request_spans(receiver: OTLPReceiver, expected: int, spike_route: str) -> None:
@@ -184,8 +178,8 @@ def test_flask_on_gunicorn_two_workers(tmp_path, options):
         check_request_spans(receiver, REQUESTS + 1, "GET /report")
         # Each worker's series are its own: the SDK gives a forked worker a new
         # service.instance.id, so a backend keeps the master's and both workers' apart.
-        instances = wait_for_instances(receiver, lambda found: len(found) >= 3)
-        assert len(instances) >= 3, instances
+        receiver.wait_for(lambda: len(instances(receiver)) >= 3, timeout=20)
+        assert len(instances(receiver)) >= 3, instances(receiver)
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
@@ -209,9 +203,9 @@ def test_fastapi_on_uvicorn(tmp_path, workers):
                 for s in receiver.spans()
                 if s.kind == SERVER
             }
-            measured_by = wait_for_instances(receiver, served_by.issubset)
+            receiver.wait_for(lambda: served_by <= instances(receiver), timeout=20)
             assert len(served_by) == workers, served_by
-            assert served_by <= measured_by
+            assert served_by <= instances(receiver)
 
 
 def test_celery_prefork_worker(tmp_path):
